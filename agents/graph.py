@@ -1,0 +1,264 @@
+"""The LangGraph graph: guard_input -> plan -> execute (parallel Send) -> merge -> write -> guard_output.
+
+``build_graph()`` is the factory (tests, CLI, app); ``graph`` is the module-level compiled
+graph named in ``langgraph.json``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import time
+from typing import Any, Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send
+
+from agents.guards import clean_question, guard_input, guard_output
+from agents.merge import merge_results
+from agents.planner import PlanningError, rule_plan
+from agents.schemas import Answer, Clarification, Evidence, GuardResult, Plan, PlanStep, TraceEntry
+from agents.state import GraphContext, InputState, State, StepTask
+from agents.understand import understand
+from agents.validate import resolve_args, validate_plan
+from agents.writer import template_answer
+from tools.base import ToolResult
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = {"service_unreachable", "timeout"}
+
+
+def _guard_input(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["plan", "__end__"]]:
+    t0 = time.perf_counter()
+    ctx = runtime.context
+    question = clean_question(state.get("question", ""))
+    facts = None
+    if question and len(question) <= ctx.settings.max_question_chars:
+        facts = understand(question, today=ctx.today)
+    has_area = state.get("bbox") is not None or state.get("raster") is not None
+    verdict = guard_input(question, facts, ctx.settings.max_question_chars, has_area, ctx.today)
+    update: dict[str, Any] = {
+        "question": question,
+        "facts": facts.model_dump(mode="json") if facts else {},
+        "guardrails": [g.model_dump() for g in verdict.guards],
+        "timings": {"guard_input": time.perf_counter() - t0},
+    }
+    if verdict.action == "refuse":
+        update.update(status="refused", refusal_reason=verdict.reason)
+        return Command(update=update, goto=END)
+    if verdict.action == "clarify":
+        update.update(status="clarify", clarification={"question": verdict.clarify, "candidates": []})
+        return Command(update=update, goto=END)
+    update["status"] = "go"
+    return Command(update=update, goto="plan")
+
+
+def _plan(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["execute", "__end__"]]:
+    t0 = time.perf_counter()
+    ctx = runtime.context
+    from agents.understand import QuestionFacts
+
+    facts = QuestionFacts.model_validate(state["facts"])
+    try:
+        plan = rule_plan(facts, bbox=state.get("bbox"), raster=state.get("raster"))
+    except PlanningError as exc:
+        return Command(
+            update={
+                "status": "clarify",
+                "clarification": {"question": exc.clarify or exc.message, "candidates": []},
+                "timings": {"plan": time.perf_counter() - t0},
+            },
+            goto=END,
+        )
+    problems = validate_plan(plan, ctx.catalog, ctx.settings.max_steps, ctx.settings.max_aoi_km2)
+    guard = GuardResult(
+        name="plan.valid",
+        passed=not problems,
+        detail="; ".join(problems) if problems else f"{len(plan.steps)} steps, all tools and arguments valid",
+    )
+    update: dict[str, Any] = {
+        "plan": plan.model_dump(mode="json"),
+        "guardrails": [guard.model_dump()],
+        "timings": {"plan": time.perf_counter() - t0},
+        "results": {},
+    }
+    if problems:
+        update.update(status="refused", refusal_reason="The plan for this question failed validation: " + problems[0])
+        return Command(update=update, goto=END)
+    return Command(update=update, goto="execute")
+
+
+def _execute(state: State) -> dict[str, Any]:
+    """Mark steps whose prerequisites failed as skipped; routing sends the ready ones."""
+    plan = Plan.model_validate(state["plan"])
+    results = state.get("results", {})
+    skipped: dict[str, dict[str, Any]] = {}
+    for step in plan.steps:
+        if step.id in results:
+            continue
+        failed = [n for n in step.needs if n in results and results[n]["result"]["status"] != "ok"]
+        failed += [n for n in step.needs if n in skipped]
+        if failed:
+            skipped[step.id] = {
+                "result": ToolResult(
+                    status="error", summary=f"skipped: {', '.join(failed)} did not succeed"
+                ).model_dump(mode="json"),
+                "seconds": 0.0,
+                "attempts": 0,
+                "skipped": True,
+            }
+    return {"results": skipped} if skipped else {}
+
+
+def _route_steps(state: State) -> list[Send] | str:
+    plan = Plan.model_validate(state["plan"])
+    results = state.get("results", {})
+    sends: list[Send] = []
+    outputs = {sid: r["result"].get("outputs", {}) for sid, r in results.items()}
+    for step in plan.steps:
+        if step.id in results:
+            continue
+        if all(n in results and results[n]["result"]["status"] == "ok" for n in step.needs):
+            try:
+                args = resolve_args(step.args, outputs)
+            except KeyError:
+                args = {"__unresolved__": True}
+            sends.append(Send("run_step", StepTask(step=step.model_dump(mode="json"), args=args)))
+    return sends or "merge"
+
+
+def _run_step(task: StepTask, runtime: Runtime[GraphContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    step = PlanStep.model_validate(task["step"])
+    spec = ctx.catalog[step.tool]
+    t0 = time.perf_counter()
+    started = time.time()
+    attempts = 0
+    result: ToolResult
+    if task["args"].get("__unresolved__"):
+        result = ToolResult.fail("invalid_args", "an input this step needs was not produced")
+    else:
+        while True:
+            attempts += 1
+            result = _call_with_timeout(spec.invoke, task["args"], ctx, ctx.settings.step_timeout_s)
+            code = result.error.code if result.error else None
+            if code in _TRANSIENT and attempts <= ctx.settings.step_retries:
+                time.sleep(min(0.5 * 2 ** (attempts - 1), 4.0))
+                continue
+            break
+    seconds = time.perf_counter() - t0
+    return {
+        "results": {
+            step.id: {
+                "result": result.model_dump(mode="json"),
+                "seconds": seconds,
+                "started": started,
+                "attempts": attempts,
+            }
+        },
+        "timings": {f"{step.id}:{step.tool}": seconds},
+    }
+
+
+def _call_with_timeout(fn: Any, args: dict[str, Any], ctx: GraphContext, timeout: float) -> ToolResult:
+    pool = cf.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(fn, args, ctx.tool_ctx)
+    try:
+        return future.result(timeout=timeout)  # type: ignore[no-any-return]
+    except cf.TimeoutError:
+        return ToolResult.fail("timeout", f"the step took longer than {timeout:g} s and was stopped waiting")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def trace_from(plan: Plan, results: dict[str, dict[str, Any]]) -> list[TraceEntry]:
+    trace: list[TraceEntry] = []
+    for step in plan.steps:
+        r = results.get(step.id)
+        if r is None:
+            trace.append(TraceEntry(step=step.id, tool=step.tool, status="skipped", error="not run"))
+            continue
+        res = ToolResult.model_validate(r["result"])
+        status: Any = "skipped" if r.get("skipped") else res.status
+        trace.append(
+            TraceEntry(
+                step=step.id,
+                tool=step.tool,
+                status=status,
+                seconds=round(float(r.get("seconds", 0.0)), 3),
+                started=r.get("started"),
+                error=res.error.message if res.error else (res.summary if status == "skipped" else None),
+                error_code=res.error.code if res.error else None,
+                hint=res.error.hint if res.error else None,
+                summary=res.summary[:300],
+            )
+        )
+    return trace
+
+
+def _merge(state: State) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    plan = Plan.model_validate(state["plan"])
+    results = {sid: ToolResult.model_validate(r["result"]) for sid, r in state.get("results", {}).items()}
+    ledger, layers, _ = merge_results(plan.steps, results)
+    return {
+        "evidence": [e.model_dump(mode="json") for e in ledger],
+        "layers": layers,
+        "timings": {"merge": time.perf_counter() - t0},
+    }
+
+
+def _write(state: State) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    plan = Plan.model_validate(state["plan"])
+    ledger = [Evidence.model_validate(e) for e in state.get("evidence", [])]
+    trace = trace_from(plan, state.get("results", {}))
+    update: dict[str, Any] = {}
+    for t in trace:
+        if t.error_code == "ambiguous":
+            res = ToolResult.model_validate(state["results"][t.step]["result"])
+            cands = res.error.candidates if res.error else []
+            listed = "; ".join(cands)
+            update["status"] = "clarify"
+            update["clarification"] = Clarification(
+                question=f"{t.error} Which one do you mean? {listed}".strip(), candidates=cands
+            ).model_dump()
+    answer = template_answer(plan.intent, ledger, trace, state.get("question", ""))
+    update["answer"] = answer.model_dump()
+    update["timings"] = {"write": time.perf_counter() - t0}
+    return update
+
+
+def _guard_output(state: State) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    ledger = [Evidence.model_validate(e) for e in state.get("evidence", [])]
+    answer = Answer.model_validate(state["answer"])
+    checked, results = guard_output(answer, ledger, state.get("question", ""))
+    return {
+        "answer": checked.model_dump(),
+        "guardrails": [g.model_dump() for g in results],
+        "timings": {"guard_output": time.perf_counter() - t0},
+    }
+
+
+def build_graph(checkpointer: Any = None) -> Any:
+    builder = StateGraph(State, context_schema=GraphContext, input_schema=InputState)
+    builder.add_node("guard_input", _guard_input)
+    builder.add_node("plan", _plan)
+    builder.add_node("execute", _execute)
+    builder.add_node("run_step", _run_step)
+    builder.add_node("merge", _merge)
+    builder.add_node("write", _write)
+    builder.add_node("guard_output", _guard_output)
+    builder.add_edge(START, "guard_input")
+    builder.add_conditional_edges("execute", _route_steps, ["run_step", "merge"])
+    builder.add_edge("run_step", "execute")
+    builder.add_edge("merge", "write")
+    builder.add_edge("write", "guard_output")
+    builder.add_edge("guard_output", END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+graph = build_graph()

@@ -1,0 +1,175 @@
+"""Guardrails on the question (before planning) and on the answer (before it is shown)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+
+from agents.schemas import Answer, Evidence, GuardResult
+from agents.understand import QuestionFacts, targeting_request, tracking_request
+
+_NUM = re.compile(r"(?<![\w.])[-−]?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])[-−]?\d+(?:\.\d+)?(?![\w])")
+_CITE = re.compile(r"\[(E\d+)\]")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
+
+
+class InputVerdict:
+    def __init__(
+        self,
+        action: str,
+        reason: str = "",
+        clarify: str | None = None,
+        guards: list[GuardResult] | None = None,
+    ) -> None:
+        self.action = action  # "go" | "refuse" | "clarify"
+        self.reason = reason
+        self.clarify = clarify
+        self.guards = guards or []
+
+
+def clean_question(text: str) -> str:
+    """Normalise unicode, drop control characters, collapse whitespace."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def guard_input(
+    question: str,
+    facts: QuestionFacts | None,
+    max_chars: int,
+    has_area: bool,
+    today: dt.date,
+) -> InputVerdict:
+    guards: list[GuardResult] = []
+    if not question.strip():
+        guards.append(GuardResult(name="input.size", passed=False, detail="empty question"))
+        return InputVerdict("refuse", "The question is empty. Ask about a place, for example: "
+                            "'How much open water is there around Accomac, Virginia?'", guards=guards)
+    if len(question) > max_chars:
+        guards.append(GuardResult(name="input.size", passed=False,
+                                  detail=f"{len(question)} characters; limit {max_chars}"))
+        return InputVerdict("refuse", f"The question is {len(question):,} characters long; the limit "
+                            f"is {max_chars:,}. Please ask a shorter question.", guards=guards)
+    guards.append(GuardResult(name="input.size", passed=True, detail=f"{len(question)} characters"))
+    if tracking_request(question):
+        guards.append(GuardResult(name="input.ethics", passed=False, detail="tracking or identifying people"))
+        return InputVerdict(
+            "refuse",
+            "GeoScout does not track, locate or identify private individuals or their vehicles and "
+            "homes. Satellite and aerial imagery analysis here is limited to land, water, buildings, "
+            "roads and objects at the scale of places, not people.",
+            guards=guards,
+        )
+    if targeting_request(question):
+        guards.append(GuardResult(name="input.ethics", passed=False, detail="military targeting"))
+        return InputVerdict("refuse", "GeoScout does not help plan attacks or select targets.", guards=guards)
+    guards.append(GuardResult(name="input.ethics", passed=True, detail="no tracking or targeting"))
+    if facts is not None and facts.future_years:
+        years = ", ".join(str(y) for y in facts.future_years)
+        guards.append(GuardResult(name="input.dates", passed=False, detail=f"future years: {years}"))
+        return InputVerdict(
+            "clarify",
+            "dates in the future",
+            clarify=f"{years} is in the future (today is {today.isoformat()}); imagery only exists "
+            "for past dates. Which past period do you mean?",
+            guards=guards,
+        )
+    guards.append(GuardResult(name="input.dates", passed=True))
+    if facts is not None and not has_area and not facts.place and facts.coordinates is None:
+        guards.append(GuardResult(name="input.area", passed=False, detail="no place, coordinates or area"))
+        return InputVerdict(
+            "clarify",
+            "no place",
+            clarify="Which area do you mean? Name a place (for example 'Joplin, Missouri'), give "
+            "coordinates ('47.02 N, 99.15 W'), or draw an area on the map.",
+            guards=guards,
+        )
+    guards.append(GuardResult(name="input.area", passed=True))
+    return InputVerdict("go", guards=guards)
+
+
+def _numbers(text: str) -> list[tuple[str, float]]:
+    out = []
+    for m in _NUM.finditer(text):
+        raw = m.group(0)
+        try:
+            out.append((raw, float(raw.replace(",", "").replace("−", "-"))))
+        except ValueError:
+            continue
+    return out
+
+
+def _allowed_numbers(evs: list[Evidence]) -> list[float]:
+    vals: list[float] = []
+    for ev in evs:
+        for qv in ev.values.values():
+            vals.append(qv.value)
+            if qv.uncertainty is not None:
+                vals.append(qv.uncertainty)
+        for fact in ev.facts.values():
+            vals.extend(v for _, v in _numbers(fact))
+    return vals
+
+
+def _matches(raw: str, value: float, allowed: list[float]) -> bool:
+    decimals = len(raw.split(".")[1]) if "." in raw else 0
+    half_step = 0.5 * 10 ** (-decimals)
+    for a in allowed:
+        tol = max(half_step * 1.0001, abs(a) * 0.005)
+        if abs(abs(value) - abs(a)) <= tol:
+            return True
+    return False
+
+
+def sanitize_text(text: str) -> tuple[str, bool]:
+    """Remove HTML, scripts, images and links; True when something was removed."""
+    original = text
+    text = re.sub(r"<\s*(script|style|iframe)[^>]*>.*?<\s*/\s*\1\s*>", "", text, flags=re.I | re.S)
+    text = re.sub(r"<[^>]{0,500}>", "", text)
+    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", text)
+    text = re.sub(r"\[([^\]]+)\]\((?:https?|javascript|data|file):[^)]*\)", r"\1", text, flags=re.I)
+    text = re.sub(r"(?i)javascript:", "", text)
+    return text.strip(), text.strip() != original.strip()
+
+
+def guard_output(
+    answer: Answer, ledger: list[Evidence], question: str
+) -> tuple[Answer, list[GuardResult]]:
+    """Check citations and numbers sentence by sentence; sanitise markup."""
+    results: list[GuardResult] = []
+    text, changed = sanitize_text(answer.text)
+    results.append(GuardResult(name="output.sanitised", passed=not changed,
+                               detail="markup removed" if changed else "no markup"))
+    ids = {e.id: e for e in ledger}
+    cited = _CITE.findall(text)
+    unknown = sorted({c for c in cited if c not in ids})
+    results.append(GuardResult(
+        name="output.citations_exist", passed=not unknown,
+        detail=f"unknown ids: {', '.join(unknown)}" if unknown else f"{len(set(cited))} cited ids exist",
+    ))
+    question_numbers = [v for _, v in _numbers(question)]
+    bad: list[str] = []
+    for sentence in _SENTENCE.split(text):
+        sent_cites = [ids[c] for c in _CITE.findall(sentence) if c in ids]
+        allowed = _allowed_numbers(sent_cites) + question_numbers
+        body = _CITE.sub("", sentence)
+        for raw, value in _numbers(body):
+            if not _matches(raw, value, allowed):
+                bad.append(f"{raw!r} in “{sentence[:80]}”")
+    results.append(GuardResult(
+        name="output.numbers_cited", passed=not bad,
+        detail="; ".join(bad[:5]) if bad else "every number is in the evidence its sentence cites",
+    ))
+    needs_caveat = any(
+        e.kind in {"mask", "detections"} or (e.kind == "scene" and e.facts.get("datetime") == "unknown")
+        for e in ledger
+    )
+    has_caveats = bool(answer.caveats)
+    results.append(GuardResult(
+        name="output.caveats", passed=has_caveats or not needs_caveat,
+        detail="caveats present" if has_caveats else ("missing caveats" if needs_caveat else "none needed"),
+    ))
+    clean = answer.model_copy(update={"text": text, "citations": sorted(set(c for c in cited if c in ids), key=lambda c: int(c[1:]))})
+    return clean, results

@@ -1,0 +1,147 @@
+"""The one entry point used by the CLI, the app and the evals: question -> AnswerBundle."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agents.cost import CostMeter
+from agents.graph import build_graph, trace_from
+from agents.runtime import Services, tool_catalog
+from agents.schemas import (
+    Answer,
+    AnswerBundle,
+    Clarification,
+    Evidence,
+    GuardResult,
+    LLMUsage,
+    Plan,
+)
+from agents.settings import Settings
+from agents.state import GraphContext
+
+log = logging.getLogger(__name__)
+
+
+class Assistant:
+    """Owns the services, the compiled graph and its SQLite checkpointer."""
+
+    def __init__(self, settings: Settings, today: dt.date | None = None) -> None:
+        self.settings = settings
+        self.today = today
+        self.services = Services(settings)
+        self.catalog = tool_catalog()
+        self._conn: sqlite3.Connection | None = None
+        self.graph = build_graph(checkpointer=self._checkpointer())
+
+    def _checkpointer(self) -> Any:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        path = Path(self.settings.state_db)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(path), check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("thread store %s unusable (%s); using an in-memory one", path, exc)
+            self._conn = sqlite3.connect(":memory:", check_same_thread=False)
+        return SqliteSaver(self._conn)
+
+    def close(self) -> None:
+        self.services.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Assistant:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _context(self, upload_dirs: list[Path] | None) -> GraphContext:
+        today = self.today or dt.date.today()
+        return GraphContext(
+            settings=self.settings,
+            catalog=self.catalog,
+            tool_ctx=self.services.tool_context(today=today, upload_dirs=upload_dirs),
+            today=today,
+        )
+
+    def stream(
+        self,
+        question: str,
+        bbox: list[float] | None = None,
+        raster: str | None = None,
+        thread_id: str | None = None,
+        upload_dirs: list[Path] | None = None,
+    ) -> Iterator[tuple[str, Any]]:
+        """Yield ("update", {node: update}) as the graph runs, then ("bundle", AnswerBundle)."""
+        thread_id = thread_id or uuid.uuid4().hex
+        config: dict[str, Any] = {
+            "configurable": {"thread_id": thread_id},
+            "max_concurrency": self.settings.parallel_steps,
+        }
+        meter = CostMeter(self.settings.cpu_watts, self.settings.grid_gco2_per_kwh)
+        meter.start()
+        t0 = time.perf_counter()
+        ctx = self._context(upload_dirs)
+        payload = {"question": question, "bbox": bbox, "raster": raster}
+        for update in self.graph.stream(payload, config, context=ctx, stream_mode="updates"):
+            yield "update", update
+        state = self.graph.get_state(config).values
+        meter.server_pids = self.services.server_pids()
+        seconds = time.perf_counter() - t0
+        yield "bundle", self._bundle(question, state, thread_id, seconds, meter)
+
+    def ask(self, question: str, **kwargs: Any) -> AnswerBundle:
+        bundle: AnswerBundle | None = None
+        for kind, item in self.stream(question, **kwargs):
+            if kind == "bundle":
+                bundle = item
+        assert bundle is not None
+        return bundle
+
+    def _bundle(
+        self, question: str, state: dict[str, Any], thread_id: str, seconds: float, meter: CostMeter
+    ) -> AnswerBundle:
+        plan = Plan.model_validate(state["plan"]) if state.get("plan") else Plan()
+        results = state.get("results", {})
+        trace = trace_from(plan, results) if plan.steps else []
+        status = state.get("status", "go")
+        answer = Answer.model_validate(state["answer"]) if state.get("answer") else Answer()
+        clar = Clarification.model_validate(state["clarification"]) if state.get("clarification") else None
+        if status == "refused":
+            answer = Answer(text=state.get("refusal_reason") or "Declined.", writer="guard")
+        elif status == "clarify" and clar is not None and not answer.text:
+            answer = Answer(text=clar.question, writer="guard")
+        elif status == "clarify" and clar is not None:
+            answer = answer.model_copy(update={"text": clar.question + " " + answer.text})
+        steps = dict(state.get("timings", {}))
+        cost = meter.finish(seconds, steps, LLMUsage(model="none (rule planner, template writer)"))
+        return AnswerBundle(
+            question=question,
+            refused=status == "refused",
+            refusal_reason=state.get("refusal_reason") if status == "refused" else None,
+            clarification=clar,
+            answer=answer,
+            evidence=[Evidence.model_validate(e) for e in state.get("evidence", [])],
+            plan=plan.steps,
+            planner=plan.planner,
+            trace=trace,
+            layers=state.get("layers") or {"type": "FeatureCollection", "features": []},
+            cost=cost,
+            guardrails=[GuardResult.model_validate(g) for g in state.get("guardrails", [])],
+            thread_id=thread_id,
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            profile=self.settings.profile,
+        )
+
+
+def make_assistant(**overrides: Any) -> Assistant:
+    return Assistant(Settings(**overrides))

@@ -1,0 +1,60 @@
+"""Graph state (TypedDict with reducers) and the run context handed to every node."""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+from dataclasses import dataclass
+from typing import Annotated, Any, TypedDict
+
+from agents.settings import Settings
+from tools.base import ToolContext, ToolSpec
+
+
+def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    """Reducer for parallel writes keyed by step id."""
+    out = dict(left or {})
+    out.update(right or {})
+    return out
+
+
+class State(TypedDict, total=False):
+    """Everything checkpointed for one question (plain JSON values only)."""
+
+    question: str
+    bbox: list[float] | None
+    raster: str | None
+    facts: dict[str, Any]
+    status: str  # "go" | "refused" | "clarify"
+    refusal_reason: str | None
+    clarification: dict[str, Any] | None
+    plan: dict[str, Any] | None
+    results: Annotated[dict[str, dict[str, Any]], merge_dicts]
+    evidence: list[dict[str, Any]]
+    layers: dict[str, Any]
+    answer: dict[str, Any]
+    guardrails: Annotated[list[dict[str, Any]], operator.add]
+    timings: Annotated[dict[str, float], merge_dicts]
+
+
+class InputState(TypedDict, total=False):
+    question: str
+    bbox: list[float] | None
+    raster: str | None
+
+
+class StepTask(TypedDict):
+    """Payload of one Send: a step with its references already resolved."""
+
+    step: dict[str, Any]
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GraphContext:
+    """Run-scoped context (not checkpointed): settings, tools, their context, the date."""
+
+    settings: Settings
+    catalog: dict[str, ToolSpec]
+    tool_ctx: ToolContext
+    today: dt.date

@@ -1,0 +1,231 @@
+"""The template writer: an answer built from the evidence ledger only, every claim cited.
+
+It is the permanent fallback of the LLM writer. It never copies free text from tools
+(STAC descriptions, OSM names) into the answer; only numbers, units, identifiers and
+sanitised short labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from agents.schemas import Answer, Evidence, TraceEntry
+from tools.base import Quantity
+
+_UNITS = {"km2": "km²", "m2": "m²", "pct": "%", "%": "%"}
+
+
+def fmt(x: float) -> str:
+    """Human formatting that the output guard can match back to the evidence value."""
+    if not math.isfinite(x):
+        return "unknown"
+    ax = abs(x)
+    if float(x).is_integer() and ax >= 1:
+        return f"{int(x):,}"
+    if ax >= 100:
+        return f"{x:,.0f}"
+    if ax >= 10:
+        return f"{x:.1f}"
+    if ax >= 1:
+        return f"{x:.2f}".rstrip("0").rstrip(".")
+    if ax == 0:
+        return "0"
+    digits = max(0, 2 - int(math.floor(math.log10(ax))))
+    return f"{x:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def q(ev: Evidence, key: str, unit: bool = True, pm: bool = False) -> str | None:
+    val = ev.values.get(key)
+    if val is None:
+        return None
+    s = fmt(val.value)
+    if pm and val.uncertainty:
+        s += f" ± {fmt(val.uncertainty)}"
+    if unit and val.unit not in ("count", "", "people", "1"):
+        u = _UNITS.get(val.unit, val.unit)
+        s += u if u == "%" else f" {u}"
+    return s
+
+
+def _first(ledger: Iterable[Evidence], kind: str) -> Evidence | None:
+    return next((e for e in ledger if e.kind == kind), None)
+
+
+def _scene_phrase(ev: Evidence) -> str:
+    platform = ev.facts.get("platform") or ev.facts.get("collection") or "image"
+    when = ev.facts.get("datetime") or ev.facts.get("acquired") or "unknown"
+    date = f"acquired {when[:10]}" if when and when != "unknown" else "acquisition date unknown"
+    gsd = q(ev, "gsd_m")
+    res = f", {gsd} resolution" if gsd else ""
+    return f"a {platform} scene ({date}{res}) [{ev.id}]"
+
+
+def _place_phrase(ledger: list[Evidence]) -> str:
+    place = _first(ledger, "place")
+    if place is None:
+        return ""
+    name = place.facts.get("name") or place.title
+    return f" around {name} [{place.id}]"
+
+
+def _generic(ev: Evidence) -> str:
+    shown = [f"{k.replace('_', ' ')} {q(ev, k)}" for k in list(ev.values)[:4]]
+    return f"{ev.title}: {', '.join(shown)} [{ev.id}]." if shown else f"{ev.title} [{ev.id}]."
+
+
+def _mask_sentence(ev: Evidence, ledger: list[Evidence], with_place: bool = True) -> str:
+    target = ev.facts.get("target", "")
+    scene_ev = next(
+        (e for e in ledger if e.kind == "scene" and e.facts.get("id") and e.facts.get("id") == ev.facts.get("scene_id")),
+        None,
+    )
+    on = f", measured on {_scene_phrase(scene_ev)}" if scene_ev else ""
+    method = ev.facts.get("method") or ev.facts.get("model")
+    how = f" with {method}" if method else ""
+    where = _place_phrase(ledger) if with_place else ""
+    analysed = q(ev, "analysed_area_km2")
+    if "cloud_cover_pct" in ev.values:
+        parts = [f"Clouds cover about {q(ev, 'cloud_cover_pct')} of the analysed image area"]
+        if analysed:
+            parts[0] += f" ({analysed})"
+        if "cloud_shadow_pct" in ev.values:
+            parts.append(f"cloud shadow another {q(ev, 'cloud_shadow_pct')}")
+        return f"{'; '.join(parts)} [{ev.id}]{on}{how}."
+    for key in ev.values:
+        if key.endswith("_area_km2") and key != "analysed_area_km2":
+            label = key[: -len("_area_km2")].replace("_", " ")
+            frac_key = f"{key[: -len('_area_km2')]}_fraction_pct"
+            frac = f" ({q(ev, frac_key)})" if frac_key in ev.values else ""
+            of = f" of the {analysed} analysed" if analysed else ""
+            return (
+                f"About {q(ev, key, pm=True)}{of}{where} is {label}{frac} [{ev.id}]{on}{how}."
+            )
+    return _generic(ev)
+
+
+def _features_sentence(ev: Evidence) -> str:
+    src = ev.facts.get("sources") or ev.facts.get("source") or "OpenStreetMap"
+    if "road_length_km" in ev.values:
+        s = f"The mapped road network in the area is {q(ev, 'road_length_km')} long [{ev.id}]"
+        if "road_segment_count" in ev.values:
+            s += f", in {q(ev, 'road_segment_count')} street segments"
+        return s + f" (source: {src})."
+    if "building_count" in ev.values:
+        rel = ev.facts.get("relate_label") or "the area"
+        s = f"{q(ev, 'building_count')} mapped buildings are on {rel} [{ev.id}]"
+        if "covered_share_pct" in ev.values:
+            share = q(ev, "covered_share_pct")
+            related = q(ev, "related_area_km2")
+            s += f"; their footprints cover {share} of it"
+            if related:
+                s += f" ({related})"
+            s += f" [{ev.id}]"
+        return s + f" (source: {src})."
+    if "feature_count" in ev.values:
+        return f"{q(ev, 'feature_count')} mapped features match [{ev.id}] (source: {src})."
+    return _generic(ev)
+
+
+def _coverage_sentence(ev: Evidence) -> str | None:
+    cov, asked = ev.values.get("coverage_area_km2"), ev.values.get("query_area_km2")
+    if cov is None or asked is None:
+        return None
+    stamp = ev.facts.get("timestamp") or "unknown"
+    when = f", data as of {stamp[:10]}" if stamp and stamp != "unknown" else ", extract date unknown"
+    if cov.value < 0.95 * asked.value:
+        return (
+            f"The local data covers only {q(ev, 'coverage_area_km2')} of the "
+            f"{q(ev, 'query_area_km2')} asked about, so the figures are for that part only [{ev.id}]{when}."
+        )
+    return f"The data covers the whole {q(ev, 'query_area_km2')} asked about [{ev.id}]{when}."
+
+
+def _figure_sentence(ev: Evidence) -> str:
+    change_key = next((k for k in ev.values if k.endswith("_change_km2")), None)
+    if change_key is None:
+        return _generic(ev)
+    base = change_key[: -len("_change_km2")]
+    label = base.replace("_area", "").replace("_", " ")
+    d = ev.values[change_key].value
+    direction = "grew" if d > 0 else "shrank" if d < 0 else "did not change"
+    start, end = q(ev, f"{base}_start_km2"), q(ev, f"{base}_end_km2")
+    pct = f" ({q(ev, f'{base}_change_pct')})" if f"{base}_change_pct" in ev.values else ""
+    src = ", ".join(ev.provenance.get("derived_from", []))
+    return (
+        f"Between the two dates the {label} area {direction}, from {start} to {end}: a change of "
+        f"{q(ev, change_key, pm=True)}{pct} [{ev.id}] (derived from {src})."
+    )
+
+
+def template_answer(
+    intent: str, ledger: list[Evidence], trace: list[TraceEntry], question: str
+) -> Answer:
+    """Write the answer from the ledger; failures and unavailable steps are said plainly."""
+    sentences: list[str] = []
+    caveats: list[str] = []
+    figures = [e for e in ledger if e.kind == "figure"]
+    masks = [e for e in ledger if e.kind == "mask"]
+    feats = [e for e in ledger if e.kind == "features"]
+    dets = [e for e in ledger if e.kind == "detections"]
+    scenes = [e for e in ledger if e.kind == "scene"]
+
+    for fig in figures:
+        sentences.append(_figure_sentence(fig))
+    for i, m in enumerate(masks):
+        sentences.append(_mask_sentence(m, ledger, with_place=(i == 0)))
+    for f in feats:
+        sentences.append(_features_sentence(f))
+        cov = _coverage_sentence(f)
+        if cov:
+            sentences.append(cov)
+    for d in dets:
+        sentences.append(_generic(d))
+    if not (figures or masks or feats or dets) and scenes:
+        listed = "; ".join(_scene_phrase(s) for s in scenes[:5])
+        sentences.append(f"Imagery found{_place_phrase(ledger)}: {listed}.")
+    if scenes and intent in {"buildings_in_image"}:
+        sentences.append(f"The image used is {_scene_phrase(scenes[0])}.")
+
+    for t in trace:
+        if t.status == "unavailable":
+            msg = t.error or f"{t.tool} is not available here"
+            hint = f" {t.hint}" if t.hint else ""
+            sentences.append(f"I could not run {t.tool}: {msg}{hint}")
+        elif t.status == "error":
+            hint = f" {t.hint}" if t.hint else ""
+            sentences.append(f"Step {t.step} ({t.tool}) failed: {t.error}{hint}")
+        elif t.status == "skipped":
+            caveats.append(f"Step {t.step} ({t.tool}) was skipped because a step it needs failed.")
+
+    if not sentences:
+        sentences.append("I found no evidence to answer this question with the data available here.")
+
+    for ev in ledger:
+        for c in ev.caveats:
+            if c not in caveats:
+                caveats.append(c)
+    if masks and not any(m.caveats for m in masks):
+        caveats.append(
+            "Areas come from classifying the pixels of one image at a time; they depend on the "
+            "threshold, the season, the tide and the image resolution."
+        )
+    if dets:
+        caveats.append("Detected objects are unverified model output; check them on the map.")
+    for s in scenes:
+        if (s.facts.get("datetime") or "unknown") == "unknown":
+            c = f"The acquisition date of scene {s.facts.get('id', s.id)} is not recorded in the data; it is reported as unknown."
+            if c not in caveats:
+                caveats.append(c)
+    text = " ".join(s.strip() for s in sentences)
+    cited = sorted({c for c in _citations(text)}, key=lambda c: int(c[1:]))
+    return Answer(text=text, citations=cited, caveats=caveats, writer="template")
+
+
+def _citations(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"\[(E\d+)\]", text)
+
+
+__all__ = ["Quantity", "fmt", "template_answer"]

@@ -1,0 +1,1 @@
+"""GeoScout: command line entry points."""

