@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 _TRANSIENT = {"service_unreachable", "timeout"}
 
 
-def _guard_input(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["plan", "__end__"]]:
+def _guard_input(
+    state: State, runtime: Runtime[GraphContext]
+) -> Command[Literal["plan", "__end__"]]:
     t0 = time.perf_counter()
     ctx = runtime.context
     question = clean_question(state.get("question", ""))
@@ -49,7 +51,9 @@ def _guard_input(state: State, runtime: Runtime[GraphContext]) -> Command[Litera
         update.update(status="refused", refusal_reason=verdict.reason)
         return Command(update=update, goto=END)
     if verdict.action == "clarify":
-        update.update(status="clarify", clarification={"question": verdict.clarify, "candidates": []})
+        update.update(
+            status="clarify", clarification={"question": verdict.clarify, "candidates": []}
+        )
         return Command(update=update, goto=END)
     update["status"] = "go"
     return Command(update=update, goto="plan")
@@ -76,7 +80,9 @@ def _plan(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["exec
     guard = GuardResult(
         name="plan.valid",
         passed=not problems,
-        detail="; ".join(problems) if problems else f"{len(plan.steps)} steps, all tools and arguments valid",
+        detail="; ".join(problems)
+        if problems
+        else f"{len(plan.steps)} steps, all tools and arguments valid",
     )
     update: dict[str, Any] = {
         "plan": plan.model_dump(mode="json"),
@@ -85,7 +91,10 @@ def _plan(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["exec
         "results": {},
     }
     if problems:
-        update.update(status="refused", refusal_reason="The plan for this question failed validation: " + problems[0])
+        update.update(
+            status="refused",
+            refusal_reason="The plan for this question failed validation: " + problems[0],
+        )
         return Command(update=update, goto=END)
     return Command(update=update, goto="execute")
 
@@ -162,13 +171,17 @@ def _run_step(task: StepTask, runtime: Runtime[GraphContext]) -> dict[str, Any]:
     }
 
 
-def _call_with_timeout(fn: Any, args: dict[str, Any], ctx: GraphContext, timeout: float) -> ToolResult:
+def _call_with_timeout(
+    fn: Any, args: dict[str, Any], ctx: GraphContext, timeout: float
+) -> ToolResult:
     pool = cf.ThreadPoolExecutor(max_workers=1)
     future = pool.submit(fn, args, ctx.tool_ctx)
     try:
         return future.result(timeout=timeout)  # type: ignore[no-any-return]
     except cf.TimeoutError:
-        return ToolResult.fail("timeout", f"the step took longer than {timeout:g} s and was stopped waiting")
+        return ToolResult.fail(
+            "timeout", f"the step took longer than {timeout:g} s and was stopped waiting"
+        )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -178,7 +191,9 @@ def trace_from(plan: Plan, results: dict[str, dict[str, Any]]) -> list[TraceEntr
     for step in plan.steps:
         r = results.get(step.id)
         if r is None:
-            trace.append(TraceEntry(step=step.id, tool=step.tool, status="skipped", error="not run"))
+            trace.append(
+                TraceEntry(step=step.id, tool=step.tool, status="skipped", error="not run")
+            )
             continue
         res = ToolResult.model_validate(r["result"])
         status: Any = "skipped" if r.get("skipped") else res.status
@@ -189,7 +204,9 @@ def trace_from(plan: Plan, results: dict[str, dict[str, Any]]) -> list[TraceEntr
                 status=status,
                 seconds=round(float(r.get("seconds", 0.0)), 3),
                 started=r.get("started"),
-                error=res.error.message if res.error else (res.summary if status == "skipped" else None),
+                error=res.error.message
+                if res.error
+                else (res.summary if status == "skipped" else None),
                 error_code=res.error.code if res.error else None,
                 hint=res.error.hint if res.error else None,
                 summary=res.summary[:300],
@@ -201,7 +218,9 @@ def trace_from(plan: Plan, results: dict[str, dict[str, Any]]) -> list[TraceEntr
 def _merge(state: State) -> dict[str, Any]:
     t0 = time.perf_counter()
     plan = Plan.model_validate(state["plan"])
-    results = {sid: ToolResult.model_validate(r["result"]) for sid, r in state.get("results", {}).items()}
+    results = {
+        sid: ToolResult.model_validate(r["result"]) for sid, r in state.get("results", {}).items()
+    }
     ledger, layers, _ = merge_results(plan.steps, results)
     return {
         "evidence": [e.model_dump(mode="json") for e in ledger],

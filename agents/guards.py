@@ -9,7 +9,9 @@ import unicodedata
 from agents.schemas import Answer, Evidence, GuardResult
 from agents.understand import QuestionFacts, targeting_request, tracking_request
 
-_NUM = re.compile(r"(?<![\w.])[-−]?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])[-−]?\d+(?:\.\d+)?(?![\w])")
+_NUM = re.compile(
+    r"(?<![\w.])[-−]?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])[-−]?\d+(?:\.\d+)?(?![\w])"
+)
 _CITE = re.compile(r"\[(E\d+)\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
 
@@ -45,16 +47,31 @@ def guard_input(
     guards: list[GuardResult] = []
     if not question.strip():
         guards.append(GuardResult(name="input.size", passed=False, detail="empty question"))
-        return InputVerdict("refuse", "The question is empty. Ask about a place, for example: "
-                            "'How much open water is there around Accomac, Virginia?'", guards=guards)
+        return InputVerdict(
+            "refuse",
+            "The question is empty. Ask about a place, for example: "
+            "'How much open water is there around Accomac, Virginia?'",
+            guards=guards,
+        )
     if len(question) > max_chars:
-        guards.append(GuardResult(name="input.size", passed=False,
-                                  detail=f"{len(question)} characters; limit {max_chars}"))
-        return InputVerdict("refuse", f"The question is {len(question):,} characters long; the limit "
-                            f"is {max_chars:,}. Please ask a shorter question.", guards=guards)
+        guards.append(
+            GuardResult(
+                name="input.size",
+                passed=False,
+                detail=f"{len(question)} characters; limit {max_chars}",
+            )
+        )
+        return InputVerdict(
+            "refuse",
+            f"The question is {len(question):,} characters long; the limit "
+            f"is {max_chars:,}. Please ask a shorter question.",
+            guards=guards,
+        )
     guards.append(GuardResult(name="input.size", passed=True, detail=f"{len(question)} characters"))
     if tracking_request(question):
-        guards.append(GuardResult(name="input.ethics", passed=False, detail="tracking or identifying people"))
+        guards.append(
+            GuardResult(name="input.ethics", passed=False, detail="tracking or identifying people")
+        )
         return InputVerdict(
             "refuse",
             "GeoScout does not track, locate or identify private individuals or their vehicles and "
@@ -64,11 +81,15 @@ def guard_input(
         )
     if targeting_request(question):
         guards.append(GuardResult(name="input.ethics", passed=False, detail="military targeting"))
-        return InputVerdict("refuse", "GeoScout does not help plan attacks or select targets.", guards=guards)
+        return InputVerdict(
+            "refuse", "GeoScout does not help plan attacks or select targets.", guards=guards
+        )
     guards.append(GuardResult(name="input.ethics", passed=True, detail="no tracking or targeting"))
     if facts is not None and facts.future_years:
         years = ", ".join(str(y) for y in facts.future_years)
-        guards.append(GuardResult(name="input.dates", passed=False, detail=f"future years: {years}"))
+        guards.append(
+            GuardResult(name="input.dates", passed=False, detail=f"future years: {years}")
+        )
         return InputVerdict(
             "clarify",
             "dates in the future",
@@ -78,7 +99,9 @@ def guard_input(
         )
     guards.append(GuardResult(name="input.dates", passed=True))
     if facts is not None and not has_area and not facts.place and facts.coordinates is None:
-        guards.append(GuardResult(name="input.area", passed=False, detail="no place, coordinates or area"))
+        guards.append(
+            GuardResult(name="input.area", passed=False, detail="no place, coordinates or area")
+        )
         return InputVerdict(
             "clarify",
             "no place",
@@ -140,15 +163,25 @@ def guard_output(
     """Check citations and numbers sentence by sentence; sanitise markup."""
     results: list[GuardResult] = []
     text, changed = sanitize_text(answer.text)
-    results.append(GuardResult(name="output.sanitised", passed=not changed,
-                               detail="markup removed" if changed else "no markup"))
+    results.append(
+        GuardResult(
+            name="output.sanitised",
+            passed=not changed,
+            detail="markup removed" if changed else "no markup",
+        )
+    )
     ids = {e.id: e for e in ledger}
     cited = _CITE.findall(text)
     unknown = sorted({c for c in cited if c not in ids})
-    results.append(GuardResult(
-        name="output.citations_exist", passed=not unknown,
-        detail=f"unknown ids: {', '.join(unknown)}" if unknown else f"{len(set(cited))} cited ids exist",
-    ))
+    results.append(
+        GuardResult(
+            name="output.citations_exist",
+            passed=not unknown,
+            detail=f"unknown ids: {', '.join(unknown)}"
+            if unknown
+            else f"{len(set(cited))} cited ids exist",
+        )
+    )
     question_numbers = [v for _, v in _numbers(question)]
     bad: list[str] = []
     for sentence in _SENTENCE.split(text):
@@ -158,18 +191,34 @@ def guard_output(
         for raw, value in _numbers(body):
             if not _matches(raw, value, allowed):
                 bad.append(f"{raw!r} in “{sentence[:80]}”")
-    results.append(GuardResult(
-        name="output.numbers_cited", passed=not bad,
-        detail="; ".join(bad[:5]) if bad else "every number is in the evidence its sentence cites",
-    ))
+    results.append(
+        GuardResult(
+            name="output.numbers_cited",
+            passed=not bad,
+            detail="; ".join(bad[:5])
+            if bad
+            else "every number is in the evidence its sentence cites",
+        )
+    )
     needs_caveat = any(
-        e.kind in {"mask", "detections"} or (e.kind == "scene" and e.facts.get("datetime") == "unknown")
+        e.kind in {"mask", "detections"}
+        or (e.kind == "scene" and e.facts.get("datetime") == "unknown")
         for e in ledger
     )
     has_caveats = bool(answer.caveats)
-    results.append(GuardResult(
-        name="output.caveats", passed=has_caveats or not needs_caveat,
-        detail="caveats present" if has_caveats else ("missing caveats" if needs_caveat else "none needed"),
-    ))
-    clean = answer.model_copy(update={"text": text, "citations": sorted(set(c for c in cited if c in ids), key=lambda c: int(c[1:]))})
+    results.append(
+        GuardResult(
+            name="output.caveats",
+            passed=has_caveats or not needs_caveat,
+            detail="caveats present"
+            if has_caveats
+            else ("missing caveats" if needs_caveat else "none needed"),
+        )
+    )
+    clean = answer.model_copy(
+        update={
+            "text": text,
+            "citations": sorted(set(c for c in cited if c in ids), key=lambda c: int(c[1:])),
+        }
+    )
     return clean, results

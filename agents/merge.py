@@ -15,7 +15,7 @@ def safe_text(text: str, limit: int = 120) -> str:
     """Tool-provided text reduced to plain, short, markup-free text."""
     text = re.sub(r"<[^>]*>", "", text)
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)
-    text = re.sub(r"[`*_#>|\[\]{}\\]", "", text)
+    text = re.sub(r"[`\[\]{}\\]", "", text)
     text = re.sub(r"\s+", " ", text).strip()
     return text[:limit] + ("…" if len(text) > limit else "")
 
@@ -89,7 +89,7 @@ def _sig(x: float) -> float:
         return 0.0
     from math import floor, log10
 
-    return round(x, max(0, 2 - int(floor(log10(abs(x))))))
+    return round(x, max(0, 2 - floor(log10(abs(x)))))
 
 
 def derived_figures(
@@ -105,8 +105,8 @@ def derived_figures(
         if step.tool != "segment":
             continue
         for (sid, _key), eid in index.items():
-            ev = by_id[eid]
-            if sid == step.id and ev.kind == "mask":
+            ev = by_id.get(eid)
+            if ev is not None and sid == step.id and ev.kind == "mask":
                 target = str(step.args.get("target", ev.facts.get("target", "")))
                 masks.setdefault(target, []).append(ev)
     figures: list[Evidence] = []
@@ -115,7 +115,9 @@ def derived_figures(
             continue
         evs = sorted(evs, key=lambda e: e.facts.get("acquired", e.facts.get("datetime", "")) or "")
         first, last = evs[0], evs[-1]
-        key = next((k for k in first.values if k.endswith("_area_km2") and k != "analysed_area_km2"), None)
+        key = next(
+            (k for k in first.values if k.endswith("_area_km2") and k != "analysed_area_km2"), None
+        )
         if key is None or key not in last.values:
             continue
         a, b = first.values[key].value, last.values[key].value

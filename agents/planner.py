@@ -27,9 +27,7 @@ class _Builder:
 
     def add(self, tool: str, args: dict[str, Any], why: str, needs: list[str] | None = None) -> str:
         sid = f"s{len(self.steps) + 1}"
-        refs = sorted(
-            {v.split(".")[0][1:] for v in _ref_values(args)} | set(needs or [])
-        )
+        refs = sorted({v.split(".")[0][1:] for v in _ref_values(args)} | set(needs or []))
         self.steps.append(PlanStep(id=sid, tool=tool, args=args, needs=refs, why=why))
         return sid
 
@@ -50,12 +48,16 @@ def rule_plan(
         notes.append("area of interest given with the question")
     elif facts.coordinates is not None:
         lon, lat = facts.coordinates
-        s = b.add("geocode", {"place": f"{lat:.5f}, {lon:.5f}", "scale": facts.place_scale},
-                  "Turn the coordinates into an area of interest")
+        s = b.add(
+            "geocode",
+            {"place": f"{lat:.5f}, {lon:.5f}", "scale": facts.place_scale},
+            "Turn the coordinates into an area of interest",
+        )
         aoi = f"@{s}.aoi"
     elif facts.place:
-        s = b.add("geocode", {"place": facts.place, "scale": facts.place_scale},
-                  f"Find {facts.place}")
+        s = b.add(
+            "geocode", {"place": facts.place, "scale": facts.place_scale}, f"Find {facts.place}"
+        )
         aoi = f"@{s}.aoi"
     elif raster is None:
         raise PlanningError(
@@ -96,13 +98,19 @@ def rule_plan(
         b.add("segment", args, f"Measure {target}")
     elif intent == "roads":
         if aoi is None:
-            raise PlanningError("roads need an area", clarify="Which area should I measure roads in?")
+            raise PlanningError(
+                "roads need an area", clarify="Which area should I measure roads in?"
+            )
         b.add("osm_overlay", {"aoi": aoi, "features": "roads"}, "Measure mapped roads")
     elif intent == "buildings_in_image":
         src = image_source(facts.dates[0] if facts.dates else None)
-        args = {"features": "buildings", "predicate": "intersects", "relate_label": "imaged footprint"}
+        args = {
+            "features": "buildings",
+            "predicate": "intersects",
+            "relate_label": "imaged footprint",
+        }
         if "scene" in src:
-            args["relate_to"] = src["scene"].replace(".scene", ".footprint")
+            args["relate_to"] = src["scene"].replace(".scene", ".coverage")
         elif aoi is not None:
             args["aoi"] = aoi
         b.add("osm_overlay", args, "Count mapped buildings on the imaged ground")

@@ -63,7 +63,9 @@ class Services:
                 finally:
                     self._stac = None
 
-    def tool_context(self, today: dt.date | None = None, upload_dirs: list[Path] | None = None) -> ToolContext:
+    def tool_context(
+        self, today: dt.date | None = None, upload_dirs: list[Path] | None = None
+    ) -> ToolContext:
         s = self.settings
         vlm = None
         if s.vlm_base_url and s.vlm_model:

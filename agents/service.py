@@ -115,13 +115,18 @@ class Assistant:
         trace = trace_from(plan, results) if plan.steps else []
         status = state.get("status", "go")
         answer = Answer.model_validate(state["answer"]) if state.get("answer") else Answer()
-        clar = Clarification.model_validate(state["clarification"]) if state.get("clarification") else None
+        clar = (
+            Clarification.model_validate(state["clarification"])
+            if state.get("clarification")
+            else None
+        )
         if status == "refused":
             answer = Answer(text=state.get("refusal_reason") or "Declined.", writer="guard")
         elif status == "clarify" and clar is not None and not answer.text:
             answer = Answer(text=clar.question, writer="guard")
         elif status == "clarify" and clar is not None:
-            answer = answer.model_copy(update={"text": clar.question + " " + answer.text})
+            # The failed geocoding step is the reason for the question, not news to report.
+            answer = Answer(text=clar.question, writer="guard", caveats=answer.caveats)
         steps = dict(state.get("timings", {}))
         cost = meter.finish(seconds, steps, LLMUsage(model="none (rule planner, template writer)"))
         return AnswerBundle(

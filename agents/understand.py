@@ -16,15 +16,53 @@ from pydantic import BaseModel, Field
 Target = Literal["water", "vegetation", "cloud"]
 
 _TARGET_WORDS: dict[str, tuple[str, ...]] = {
-    "water": (r"open water", r"water", r"lakes?", r"ponds?", r"reservoirs?", r"flood(?:ed|ing)?", r"wetlands?", r"potholes?"),
-    "vegetation": (r"vegetation", r"green(?:ery| cover| space)?", r"forests?", r"trees", r"ndvi", r"crops?", r"grass(?:land)?"),
+    "water": (
+        r"open water",
+        r"water",
+        r"lakes?",
+        r"ponds?",
+        r"reservoirs?",
+        r"flood(?:ed|ing)?",
+        r"wetlands?",
+        r"potholes?",
+    ),
+    "vegetation": (
+        r"vegetation",
+        r"green(?:ery| cover| space)?",
+        r"forests?",
+        r"trees",
+        r"ndvi",
+        r"crops?",
+        r"grass(?:land)?",
+    ),
     "cloud": (r"cloud(?:s|y|iness| cover)?", r"overcast"),
 }
 # Objects that need a detector / VLM (grounding).
 _OBJECT_WORDS = (
-    "ships", "ship", "boats", "boat", "vessels", "vessel", "cars", "car", "vehicles", "vehicle",
-    "trucks", "truck", "planes", "plane", "aircraft", "airplanes", "containers", "cranes",
-    "swimming pools", "pools", "solar panels", "tanks", "damaged roofs", "tents",
+    "ships",
+    "ship",
+    "boats",
+    "boat",
+    "vessels",
+    "vessel",
+    "cars",
+    "car",
+    "vehicles",
+    "vehicle",
+    "trucks",
+    "truck",
+    "planes",
+    "plane",
+    "aircraft",
+    "airplanes",
+    "containers",
+    "cranes",
+    "swimming pools",
+    "pools",
+    "solar panels",
+    "tanks",
+    "damaged roofs",
+    "tents",
 )
 _PLATFORMS = {
     "landsat": r"\blandsat\b",
@@ -40,12 +78,69 @@ _MONTHS = (
 )
 # Words that start capitalised phrases but are not places.
 _NOT_PLACES = {
-    "how", "what", "which", "where", "when", "who", "why", "show", "count", "find", "is", "are",
-    "was", "were", "does", "do", "did", "can", "could", "please", "tell", "give", "list", "map",
-    "measure", "compare", "i", "the", "a", "an", "landsat", "sentinel", "sentinel-2", "naip",
-    "ndwi", "ndvi", "osm", "openstreetmap", "stac", "worldview", "maxar", "in", "on", "of",
-    "january", "february", "march", "april", "may", "june", "july", "august", "september",
-    "october", "november", "december", "track", "this", "that", "my", "there", "here", "e",
+    "how",
+    "what",
+    "which",
+    "where",
+    "when",
+    "who",
+    "why",
+    "show",
+    "count",
+    "find",
+    "is",
+    "are",
+    "was",
+    "were",
+    "does",
+    "do",
+    "did",
+    "can",
+    "could",
+    "please",
+    "tell",
+    "give",
+    "list",
+    "map",
+    "measure",
+    "compare",
+    "i",
+    "the",
+    "a",
+    "an",
+    "landsat",
+    "sentinel",
+    "sentinel-2",
+    "naip",
+    "ndwi",
+    "ndvi",
+    "osm",
+    "openstreetmap",
+    "stac",
+    "worldview",
+    "maxar",
+    "in",
+    "on",
+    "of",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "track",
+    "this",
+    "that",
+    "my",
+    "there",
+    "here",
+    "e",
 }
 
 
@@ -85,10 +180,16 @@ def extract_place(text: str) -> tuple[str | None, Literal["auto", "central", "wi
     qualified = rf"({phrase}(?:\s*,\s*{phrase}){{0,2}})"
     preps = r"(?:in|around|near|of|at|over|for|across|outside|inside|from|about|by)"
     candidates: list[str] = []
-    for m in re.finditer(rf"\b{preps}\s+(?:the\s+)?(?:(?:central|downtown|greater|northern|southern|eastern|western)\s+)?{qualified}", text):
+    for m in re.finditer(
+        rf"\b{preps}\s+(?:the\s+)?(?:(?:central|downtown|greater|northern|southern|eastern|western)\s+)?{qualified}",
+        text,
+    ):
         candidates.append(m.group(1))
     # "the Rotterdam port image", "Kampala's buildings": a capitalised word used as adjective.
-    for m in re.finditer(rf"\bthe\s+{qualified}\s+(?:port|harbou?r|image|scene|area|region|city|town|lakes?|airport)\b", text):
+    for m in re.finditer(
+        rf"\bthe\s+{qualified}\s+(?:port|harbou?r|image|scene|area|region|city|town|lakes?|airport)\b",
+        text,
+    ):
         candidates.append(m.group(1))
     for m in re.finditer(qualified, text):
         candidates.append(m.group(1))
@@ -126,7 +227,9 @@ def _dates(text: str, today: dt.date) -> tuple[list[str], list[int]]:
     periods: list[str] = []
     low = text.lower()
     # "after the May 2011 tornado": the event day is unknown here, so start at the month.
-    m = re.search(rf"\b(after|since|following)\s+(?:the\s+)?(?:({_MONTHS})\s+)?((?:19|20)\d\d)\b", low)
+    m = re.search(
+        rf"\b(after|since|following)\s+(?:the\s+)?(?:({_MONTHS})\s+)?((?:19|20)\d\d)\b", low
+    )
     if m:
         month = m.group(2)
         periods.append(f"from {month} {m.group(3)}" if month else f"from {m.group(3)}")
@@ -171,10 +274,12 @@ def understand(text: str, today: dt.date | None = None) -> QuestionFacts:
     facts.wants_buildings = _has(low, r"\b(buildings?|houses?|homes?|roofs?|structures?)\b")
     facts.wants_share = _has(low, r"\b(share|percent|percentage|fraction|proportion|cover)\b")
     facts.wants_change = _has(
-        low, r"\b(change[ds]?|changing|grew|shrank|compare|comparison|difference|evolv\w*)\b|\bbetween\s+\d{4}\s+and\s+\d{4}\b"
+        low,
+        r"\b(change[ds]?|changing|grew|shrank|compare|comparison|difference|evolv\w*)\b|\bbetween\s+\d{4}\s+and\s+\d{4}\b",
     )
     facts.mentions_image = _has(
-        low, r"\b(image|images|imagery|scene|scenes|photo|picture|satellite|drone|aerial|mosaic|tile)\b"
+        low,
+        r"\b(image|images|imagery|scene|scenes|photo|picture|satellite|drone|aerial|mosaic|tile)\b",
     )
     for name, pattern in _PLATFORMS.items():
         if _has(low, pattern):

@@ -8,6 +8,7 @@ sanitised short labels.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 
 from agents.schemas import Answer, Evidence, TraceEntry
@@ -31,7 +32,7 @@ def fmt(x: float) -> str:
         return f"{x:.2f}".rstrip("0").rstrip(".")
     if ax == 0:
         return "0"
-    digits = max(0, 2 - int(math.floor(math.log10(ax))))
+    digits = max(0, 2 - math.floor(math.log10(ax)))
     return f"{x:.{digits}f}".rstrip("0").rstrip(".")
 
 
@@ -58,14 +59,15 @@ def _scene_phrase(ev: Evidence) -> str:
     date = f"acquired {when[:10]}" if when and when != "unknown" else "acquisition date unknown"
     gsd = q(ev, "gsd_m")
     res = f", {gsd} resolution" if gsd else ""
-    return f"a {platform} scene ({date}{res}) [{ev.id}]"
+    article = "an" if platform[:1].lower() in "aeiou" else "a"
+    return f"{article} {platform} scene ({date}{res}) [{ev.id}]"
 
 
 def _place_phrase(ledger: list[Evidence]) -> str:
     place = _first(ledger, "place")
     if place is None:
         return ""
-    name = place.facts.get("name") or place.title
+    name = place.title or place.facts.get("name", "")
     return f" around {name} [{place.id}]"
 
 
@@ -75,9 +77,15 @@ def _generic(ev: Evidence) -> str:
 
 
 def _mask_sentence(ev: Evidence, ledger: list[Evidence], with_place: bool = True) -> str:
-    target = ev.facts.get("target", "")
+    ev.facts.get("target", "")
     scene_ev = next(
-        (e for e in ledger if e.kind == "scene" and e.facts.get("id") and e.facts.get("id") == ev.facts.get("scene_id")),
+        (
+            e
+            for e in ledger
+            if e.kind == "scene"
+            and ev.facts.get("scene_id")
+            and e.provenance.get("stac_item_id") == ev.facts.get("scene_id")
+        ),
         None,
     )
     on = f", measured on {_scene_phrase(scene_ev)}" if scene_ev else ""
@@ -98,9 +106,7 @@ def _mask_sentence(ev: Evidence, ledger: list[Evidence], with_place: bool = True
             frac_key = f"{key[: -len('_area_km2')]}_fraction_pct"
             frac = f" ({q(ev, frac_key)})" if frac_key in ev.values else ""
             of = f" of the {analysed} analysed" if analysed else ""
-            return (
-                f"About {q(ev, key, pm=True)}{of}{where} is {label}{frac} [{ev.id}]{on}{how}."
-            )
+            return f"About {q(ev, key, pm=True)}{of}{where} is {label}{frac} [{ev.id}]{on}{how}."
     return _generic(ev)
 
 
@@ -112,7 +118,8 @@ def _features_sentence(ev: Evidence) -> str:
             s += f", in {q(ev, 'road_segment_count')} street segments"
         return s + f" (source: {src})."
     if "building_count" in ev.values:
-        rel = ev.facts.get("relate_label") or "the area"
+        rel = ev.facts.get("related_to") or ev.facts.get("relate_label") or "area"
+        rel = rel if rel.startswith(("the ", "a ", "an ")) else f"the {rel}"
         s = f"{q(ev, 'building_count')} mapped buildings are on {rel} [{ev.id}]"
         if "covered_share_pct" in ev.values:
             share = q(ev, "covered_share_pct")
@@ -131,14 +138,16 @@ def _coverage_sentence(ev: Evidence) -> str | None:
     cov, asked = ev.values.get("coverage_area_km2"), ev.values.get("query_area_km2")
     if cov is None or asked is None:
         return None
-    stamp = ev.facts.get("timestamp") or "unknown"
-    when = f", data as of {stamp[:10]}" if stamp and stamp != "unknown" else ", extract date unknown"
+    stamp = ev.facts.get("data_timestamp") or ev.facts.get("timestamp") or "unknown"
+    when = (
+        f" (data as of {stamp})" if stamp and stamp != "unknown" else " (date of the data unknown)"
+    )
     if cov.value < 0.95 * asked.value:
         return (
             f"The local data covers only {q(ev, 'coverage_area_km2')} of the "
-            f"{q(ev, 'query_area_km2')} asked about, so the figures are for that part only [{ev.id}]{when}."
+            f"{q(ev, 'query_area_km2')} asked about, so the figures are for that part only{when} [{ev.id}]."
         )
-    return f"The data covers the whole {q(ev, 'query_area_km2')} asked about [{ev.id}]{when}."
+    return f"The data covers the whole {q(ev, 'query_area_km2')} asked about{when} [{ev.id}]."
 
 
 def _figure_sentence(ev: Evidence) -> str:
@@ -199,12 +208,13 @@ def template_answer(
             caveats.append(f"Step {t.step} ({t.tool}) was skipped because a step it needs failed.")
 
     if not sentences:
-        sentences.append("I found no evidence to answer this question with the data available here.")
+        sentences.append(
+            "I found no evidence to answer this question with the data available here."
+        )
 
     for ev in ledger:
         for c in ev.caveats:
-            if c not in caveats:
-                caveats.append(c)
+            caveats.append(c)
     if masks and not any(m.caveats for m in masks):
         caveats.append(
             "Areas come from classifying the pixels of one image at a time; they depend on the "
@@ -213,18 +223,39 @@ def template_answer(
     if dets:
         caveats.append("Detected objects are unverified model output; check them on the map.")
     for s in scenes:
-        if (s.facts.get("datetime") or "unknown") == "unknown":
-            c = f"The acquisition date of scene {s.facts.get('id', s.id)} is not recorded in the data; it is reported as unknown."
-            if c not in caveats:
-                caveats.append(c)
+        if (s.facts.get("datetime") or "unknown") == "unknown" and not any(
+            "date" in c and "unknown" in c for c in caveats
+        ):
+            caveats.append(
+                f"The acquisition date of scene {s.provenance.get('stac_item_id', s.id)} is not "
+                "recorded in the data, so it is reported as unknown."
+            )
+    caveats = _dedupe_caveats(caveats)
     text = " ".join(s.strip() for s in sentences)
     cited = sorted({c for c in _citations(text)}, key=lambda c: int(c[1:]))
     return Answer(text=text, citations=cited, caveats=caveats, writer="template")
 
 
-def _citations(text: str) -> list[str]:
-    import re
+def _dedupe_caveats(caveats: list[str]) -> list[str]:
+    """One caveat per idea, phrased for people (tool notes meant for writers are rephrased)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for c in caveats:
+        c = c.replace("; do not state one", "").strip()
+        if not c:
+            continue
+        c = c[0].upper() + c[1:]
+        if not c.endswith((".", "!", "?")):
+            c += "."
+        key = re.sub(r"[^a-z ]", "", c.lower())
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(c)
+    return out
 
+
+def _citations(text: str) -> list[str]:
     return re.findall(r"\[(E\d+)\]", text)
 
 

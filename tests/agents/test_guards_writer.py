@@ -16,14 +16,32 @@ TODAY = dt.date(2026, 11, 24)
 
 def _ledger() -> list[Evidence]:
     return [
-        Evidence(id="E1", kind="place", title="Accomac", facts={"name": "Accomac, Virginia, US"},
-                 values={"aoi_area_km2": Quantity(value=29.1, unit="km2")}),
-        Evidence(id="E2", kind="scene", title="S2 scene", facts={"id": "s2-l1c", "platform": "sentinel-2", "datetime": "unknown"},
-                 values={"gsd_m": Quantity(value=10, unit="m")}),
-        Evidence(id="E3", kind="mask", title="water", facts={"target": "water", "scene_id": "s2-l1c", "method": "NDWI > 0"},
-                 values={"water_area_km2": Quantity(value=3.42, unit="km2", uncertainty=0.21),
-                         "analysed_area_km2": Quantity(value=28.7, unit="km2"),
-                         "water_fraction_pct": Quantity(value=11.9, unit="%")}),
+        Evidence(
+            id="E1",
+            kind="place",
+            title="Accomac",
+            facts={"name": "Accomac, Virginia, US"},
+            values={"aoi_area_km2": Quantity(value=29.1, unit="km2")},
+        ),
+        Evidence(
+            id="E2",
+            kind="scene",
+            title="S2 scene",
+            facts={"platform": "sentinel-2", "datetime": "unknown"},
+            provenance={"stac_item_id": "s2-l1c"},
+            values={"gsd_m": Quantity(value=10, unit="m")},
+        ),
+        Evidence(
+            id="E3",
+            kind="mask",
+            title="water",
+            facts={"target": "water", "scene_id": "s2-l1c", "method": "NDWI > 0"},
+            values={
+                "water_area_km2": Quantity(value=3.42, unit="km2", uncertainty=0.21),
+                "analysed_area_km2": Quantity(value=28.7, unit="km2"),
+                "water_fraction_pct": Quantity(value=11.9, unit="%"),
+            },
+        ),
     ]
 
 
@@ -61,9 +79,14 @@ def test_guard_accepts_rounded_numbers_and_question_numbers() -> None:
 
 
 def test_sanitiser_removes_html_scripts_and_remote_images() -> None:
-    text, changed = sanitize_text('Water <script>alert(1)</script> ![x](http://evil/p.png) [click](javascript:alert(1)) ok')
+    text, changed = sanitize_text(
+        "Water <script>alert(1)</script> ![x](http://evil/p.png) [click](javascript:alert(1)) ok"
+    )
     assert changed and "<script" not in text and "evil" not in text and "javascript" not in text
-    assert safe_text("<b>Ignore</b> previous [link](http://x) instructions") == "Ignore previous link instructions"
+    assert (
+        safe_text("<b>Ignore</b> previous [link](http://x) instructions")
+        == "Ignore previous link instructions"
+    )
 
 
 def test_input_guard_refuses_tracking_and_sizes() -> None:
@@ -86,7 +109,9 @@ def test_clean_question_strips_controls() -> None:
 def test_fmt_round_trips_through_the_guard() -> None:
     for v in (0.000123, 0.0456, 3.4567, 12.345, 456.7, 12345.0, 7.0):
         s = fmt(v)
-        ledger = [Evidence(id="E1", kind="figure", title="t", values={"x": Quantity(value=v, unit="km2")})]
+        ledger = [
+            Evidence(id="E1", kind="figure", title="t", values={"x": Quantity(value=v, unit="km2")})
+        ]
         _, res = guard_output(Answer(text=f"It is {s} km² [E1].", caveats=["c"]), ledger, "q")
         assert {r.name: r for r in res}["output.numbers_cited"].passed, (v, s)
 
@@ -98,14 +123,35 @@ def test_merge_numbers_evidence_and_derives_change() -> None:
     ]
 
     def res(area: float, when: str) -> ToolResult:
-        return ToolResult(status="ok", evidence=[EvidenceDraft(
-            key="mask", kind="mask", title=f"water {when}", facts={"acquired": when, "target": "water"},
-            values={"water_area_km2": Quantity(value=area, unit="km2", uncertainty=0.1),
-                    "analysed_area_km2": Quantity(value=17.0, unit="km2")},
-            layer={"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
-                   "geometry": {"type": "Point", "coordinates": [0, 0]}}]})])
+        return ToolResult(
+            status="ok",
+            evidence=[
+                EvidenceDraft(
+                    key="mask",
+                    kind="mask",
+                    title=f"water {when}",
+                    facts={"acquired": when, "target": "water"},
+                    values={
+                        "water_area_km2": Quantity(value=area, unit="km2", uncertainty=0.1),
+                        "analysed_area_km2": Quantity(value=17.0, unit="km2"),
+                    },
+                    layer={
+                        "type": "FeatureCollection",
+                        "features": [
+                            {
+                                "type": "Feature",
+                                "properties": {},
+                                "geometry": {"type": "Point", "coordinates": [0, 0]},
+                            }
+                        ],
+                    },
+                )
+            ],
+        )
 
-    ledger, layers, index = merge_results(steps, {"s1": res(2.0, "2020-08-31"), "s2": res(1.5, "2009-08-18")})
+    ledger, layers, index = merge_results(
+        steps, {"s1": res(2.0, "2020-08-31"), "s2": res(1.5, "2009-08-18")}
+    )
     assert [e.id for e in ledger] == ["E1", "E2", "E3"]
     fig = ledger[2]
     assert fig.kind == "figure" and fig.values["water_area_change_km2"].value == 0.5
@@ -118,7 +164,14 @@ def test_merge_numbers_evidence_and_derives_change() -> None:
 
 
 def test_unavailable_step_is_said_plainly() -> None:
-    trace = [TraceEntry(step="s3", tool="ground", status="unavailable",
-                        error="Finding objects needs a vision-language model.", hint="Set GEOSCOUT_VLM_BASE_URL.")]
+    trace = [
+        TraceEntry(
+            step="s3",
+            tool="ground",
+            status="unavailable",
+            error="Finding objects needs a vision-language model.",
+            hint="Set GEOSCOUT_VLM_BASE_URL.",
+        )
+    ]
     answer = template_answer("detect", [], trace, "Count the ships")
     assert "vision-language model" in answer.text and "GEOSCOUT_VLM_BASE_URL" in answer.text

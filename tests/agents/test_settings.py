@@ -8,7 +8,9 @@ from pydantic import ValidationError
 from agents.settings import EARTH_SEARCH_URL, Settings
 
 
-def test_data_dirs_split_and_online_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_data_dirs_split_and_online_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("GEOSCOUT_DATA_DIR", f"{tmp_path}:{tmp_path / 'missing'}")
     monkeypatch.setenv("GEOSCOUT_PROFILE", "online")
     s = Settings(_env_file=None)  # type: ignore[call-arg]

@@ -14,8 +14,12 @@ from tools.geo import AOI, DateRange, parse_bbox, parse_date_range, to_rfc7946
 
 @pytest.mark.parametrize(
     "value",
-    [[-94.5, 37.06, -94.48, 37.08], "-94.5,37.06,-94.48,37.08", "[-94.5 37.06 -94.48 37.08]",
-     {"bbox": (-94.5, 37.06, -94.48, 37.08)}],
+    [
+        [-94.5, 37.06, -94.48, 37.08],
+        "-94.5,37.06,-94.48,37.08",
+        "[-94.5 37.06 -94.48 37.08]",
+        {"bbox": (-94.5, 37.06, -94.48, 37.08)},
+    ],
 )
 def test_bbox_forms(value: object) -> None:
     assert parse_bbox(value) == (-94.5, 37.06, -94.48, 37.08)
@@ -23,17 +27,22 @@ def test_bbox_forms(value: object) -> None:
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [([0, 95, 1, 96], "latitude"), ([10, 0, 5, 1], "west"), ([0, 0, 0, 1], "zero"),
-     ([0, 1, 2], "four"), (["a", 0, 1, 1], "numbers"), ([0, 5, 1, 2], "south"), ([200, 0, 201, 1], "longitude")],
+    [
+        ([0, 95, 1, 96], "latitude"),
+        ([10, 0, 5, 1], "west"),
+        ([0, 0, 0, 1], "zero"),
+        ([0, 1, 2], "four"),
+        (["a", 0, 1, 1], "numbers"),
+        ([0, 5, 1, 2], "south"),
+        ([200, 0, 201, 1], "longitude"),
+    ],
 )
 def test_bad_bboxes_explain_themselves(value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_bbox(value)
 
 
-@given(
-    st.floats(-180, 179), st.floats(-90, 89), st.floats(0.001, 1), st.floats(0.001, 1)
-)
+@given(st.floats(-180, 179), st.floats(-90, 89), st.floats(0.001, 1), st.floats(0.001, 1))
 def test_valid_bboxes_round_trip(w: float, s: float, dw: float, dh: float) -> None:
     e, n = min(w + dw, 180.0), min(s + dh, 90.0)
     if e <= w or n <= s:
@@ -52,17 +61,27 @@ def test_aoi_from_geojson_is_ccw_and_has_bbox() -> None:
 
 def test_aoi_around_scales_with_radius() -> None:
     small, big = AOI.around(-94.5, 37.08, 2), AOI.around(-94.5, 37.08, 20)
-    assert 14 < small.area_km2() < 18 and 95 * small.area_km2() < big.area_km2() < 105 * small.area_km2()
+    assert (
+        14 < small.area_km2() < 18
+        and 95 * small.area_km2() < big.area_km2() < 105 * small.area_km2()
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "start", "end"),
-    [("2020", "2020-01-01", "2020-12-31"), ("summer 2019", "2019-06-01", "2019-08-31"),
-     ("May 2011", "2011-05-01", "2011-05-31"), ("2019-06-01/2019-08-31", "2019-06-01", "2019-08-31"),
-     ("2009 to 2020", "2009-01-01", "2020-12-31"), ("from may 2011", "2011-05-01", None),
-     ("after 2011-05-22", "2011-05-23", None), ("before 2011", None, "2010-12-31"),
-     ("2019-06", "2019-06-01", "2019-06-30"), ("24 May 2011", "2011-05-24", "2011-05-24"),
-     ("winter 2019", "2019-12-01", "2020-02-29")],
+    [
+        ("2020", "2020-01-01", "2020-12-31"),
+        ("summer 2019", "2019-06-01", "2019-08-31"),
+        ("May 2011", "2011-05-01", "2011-05-31"),
+        ("2019-06-01/2019-08-31", "2019-06-01", "2019-08-31"),
+        ("2009 to 2020", "2009-01-01", "2020-12-31"),
+        ("from may 2011", "2011-05-01", None),
+        ("after 2011-05-22", "2011-05-23", None),
+        ("before 2011", None, "2010-12-31"),
+        ("2019-06", "2019-06-01", "2019-06-30"),
+        ("24 May 2011", "2011-05-24", "2011-05-24"),
+        ("winter 2019", "2019-12-01", "2020-02-29"),
+    ],
 )
 def test_date_forms(text: str, start: str | None, end: str | None) -> None:
     r = parse_date_range(text)

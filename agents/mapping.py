@@ -1,0 +1,1354 @@
+"""Offline maps of an AnswerBundle: the real scene pixels under the evidence layers.
+
+The map is what a person checks an answer against, so it is drawn from the data itself: a
+true-colour quicklook of the imagery the evidence used (decimated windowed reads, warped to
+a local UTM grid so that the scale bar is true), with the AOI, scene footprints, masks,
+map features and detection boxes on top, each named in the legend by its evidence id.
+
+Provenance conventions read here (shared with stac_search and segment):
+
+* scene evidence: ``provenance = {stac_item_id, collection, datetime, gsd, assets:
+  {asset_key: {"href": str, "bands": [common names]}}, ...}``; a plain ``href`` (with an
+  optional ``bands`` list) is accepted too;
+* mask / detection evidence: ``provenance["scene"]`` is the same dict for the scene the
+  result was computed on, so a map can show the pixels even without a scene evidence item.
+
+Everything drawn from tool text (titles, labels) is reduced to short plain text first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tempfile
+import textwrap
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import shapely
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+from pyproj import CRS, Geod, Transformer
+from shapely.geometry import Polygon, shape
+from shapely.geometry.base import BaseGeometry
+from shapely.geometry.polygon import orient
+from shapely.validation import make_valid
+
+from agents.schemas import AnswerBundle, Evidence
+from tools.geo import to_rfc7946
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.path import Path as MplPath
+
+log = logging.getLogger(__name__)
+
+_GEOD = Geod(ellps="WGS84")
+_MAX_SOURCES = 8  # scenes drawn under one map; more would only hide each other
+_MAX_DRAWN_FEATURES = 20_000  # vector parts drawn per map (figures still count all)
+# Drawing order, bottom to top; "extent" is the analysed area of a result with no shapes.
+_DRAW_KINDS = ("scene", "extent", "figure", "mask", "features", "detections", "place")
+_MASK_COLOURS = {
+    "water": "#1e90ff",
+    "vegetation": "#2ecc40",
+    "cloud": "#f0f0f0",
+    "cloud_shadow": "#5a5a5a",
+    "shadow": "#5a5a5a",
+    "building": "#ff4136",
+    "buildings": "#ff4136",
+    "built": "#ff4136",
+    "bare": "#c8a165",
+    "snow": "#bff6ff",
+}
+_FEATURE_COLOURS = {
+    "buildings": "#ff3fd2",
+    "building": "#ff3fd2",
+    "roads": "#ff8c00",
+    "road": "#ff8c00",
+    "water": "#00bfff",
+    "landuse": "#9acd32",
+}
+_CYCLE = ("#ff3fd2", "#ff8c00", "#00e5ff", "#b10dc9", "#ffd400", "#7fff00", "#ff4136")
+_DETECTION_COLOURS = ("#ff2020", "#ffd400", "#00e5ff", "#7fff00")
+
+
+# --------------------------------------------------------------------------- GeoJSON export
+
+
+def bundle_layers_geojson(bundle: AnswerBundle, precision: int = 7) -> dict[str, Any]:
+    """Everything drawable of a bundle as one RFC 7946 FeatureCollection.
+
+    Lon/lat coordinates rounded to ``precision`` decimals, counter-clockwise exterior rings,
+    no ``crs`` member, a ``bbox`` member. Evidence geometries that no layer feature carries
+    are added, so the file holds every located piece of evidence exactly once.
+    """
+    features: list[dict[str, Any]] = []
+    by_id = {ev.id: ev for ev in bundle.evidence}
+    raw = bundle.layers.get("features") if isinstance(bundle.layers, dict) else None
+    raw = [f for f in raw if isinstance(f, dict)] if isinstance(raw, list) else []
+    counts: dict[str, int] = {}
+    for feat in raw:
+        eid = (feat.get("properties") or {}).get("evidence_id")
+        if isinstance(eid, str):
+            counts[eid] = counts.get(eid, 0) + 1
+    seen: set[str] = set()
+    for feat in raw:
+        clean = _clean_feature(feat.get("geometry"), feat.get("properties"), precision)
+        if clean is None:
+            continue
+        props = clean["properties"]
+        eid = props.get("evidence_id")
+        ev = by_id.get(eid) if isinstance(eid, str) else None
+        if isinstance(eid, str):
+            seen.add(eid)
+            props.setdefault("kind", ev.kind if ev else "features")
+        # A mask or feature search that found nothing leaves only its analysed area in the
+        # layers: mark it, so that it is drawn as an outline and not as a found object.
+        if ev is not None and counts.get(ev.id) == 1 and _is_extent_of(clean, ev, precision):
+            props["role"] = "extent"
+        features.append(clean)
+    for ev in bundle.evidence:
+        if ev.geometry is None or ev.id in seen:
+            continue
+        props = {"evidence_id": ev.id, "kind": ev.kind, "label": ev.title}
+        if ev.kind in _RESULT_KINDS:
+            props["role"] = "extent"
+        clean = _clean_feature(ev.geometry, props, precision)
+        if clean is not None:
+            features.append(clean)
+    out: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if features:
+        bounds = np.array([shape(f["geometry"]).bounds for f in features])
+        out["bbox"] = [
+            round(float(bounds[:, 0].min()), precision),
+            round(float(bounds[:, 1].min()), precision),
+            round(float(bounds[:, 2].max()), precision),
+            round(float(bounds[:, 3].max()), precision),
+        ]
+    return out
+
+
+_RESULT_KINDS = ("mask", "detections", "features")
+
+
+def _is_extent_of(feature: dict[str, Any], ev: Evidence, precision: int) -> bool:
+    if ev.kind not in _RESULT_KINDS or ev.geometry is None:
+        return False
+    own = _clean_feature(ev.geometry, None, precision)
+    return own is not None and own["geometry"] == feature["geometry"]
+
+
+def _clean_feature(geometry: Any, properties: Any, precision: int) -> dict[str, Any] | None:
+    """One RFC 7946 feature, or None when the geometry is missing, empty or not lon/lat."""
+    if not isinstance(geometry, dict):
+        return None
+    try:
+        geom = shape(geometry)
+    except Exception:  # malformed GeoJSON from a tool: leave it out rather than fail
+        return None
+    if geom.is_empty:
+        return None
+    w, s, e, n = geom.bounds
+    if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
+        log.warning("a layer feature is not in lon/lat degrees; it is left out of the export")
+        return None
+    geom = shapely.transform(geom, lambda c: np.round(c, precision))
+    geom = _rfc7946_geometry(geom)
+    if geom.is_empty:
+        return None
+    props = dict(properties) if isinstance(properties, dict) else {}
+    return {"type": "Feature", "geometry": _json_geometry(geom), "properties": _json_safe(props)}
+
+
+def _rfc7946_geometry(geom: BaseGeometry) -> BaseGeometry:
+    if not geom.is_valid:
+        geom = make_valid(geom)
+    if geom.geom_type == "GeometryCollection":
+        return shapely.geometrycollections([_rfc7946_geometry(g) for g in geom.geoms])
+    return shape(to_rfc7946(geom))
+
+
+def _json_geometry(geom: BaseGeometry) -> dict[str, Any]:
+    """GeoJSON mapping with lists (not tuples) so that it compares and serialises plainly."""
+    import json
+
+    return dict(json.loads(shapely.to_geojson(geom)))
+
+
+def _json_safe(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+# --------------------------------------------------------------------------- imagery
+
+
+class BandRef(BaseModel):
+    """One band of one file: an href GDAL can open and a 1-based band index."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    href: str
+    band: int = Field(ge=1)
+
+
+class ImagerySource(BaseModel):
+    """Pixels to draw under the map: three bands (red, green, blue) or one grey band."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: list[BandRef] = Field(min_length=1, max_length=3)
+    label: str = ""
+    evidence_id: str | None = None
+    datetime: str | None = None
+    attribution: str | None = None
+
+    @property
+    def mode(self) -> str:
+        return "true colour" if len(self.channels) == 3 else "grey"
+
+    def key(self) -> tuple[tuple[str, int], ...]:
+        return tuple((c.href, c.band) for c in self.channels)
+
+    @classmethod
+    def from_href(cls, href: str | Path, label: str | None = None) -> ImagerySource:
+        """A source from a raster file alone: its red/green/blue colour bands, else band 1.
+
+        Files of three bands or more without colour tags are read as bands 1, 2, 3 = R, G, B
+        (the order of aerial RGB and NAIP RGBN files).
+        """
+        import rasterio
+
+        path = str(href)
+        with rasterio.open(_gdal_path(path)) as ds:
+            names = [ci.name for ci in ds.colorinterp]
+            count = ds.count
+        if all(c in names for c in ("red", "green", "blue")):
+            idx = [names.index(c) + 1 for c in ("red", "green", "blue")]
+        elif count >= 3:
+            idx = [1, 2, 3]
+        else:
+            idx = [1]
+        return cls(
+            channels=[BandRef(href=path, band=i) for i in idx],
+            label=label or Path(path).name,
+        )
+
+
+def imagery_sources(bundle: AnswerBundle) -> list[ImagerySource]:
+    """The scenes to draw, bottom first.
+
+    When masks or detections name the scene they were computed on (``provenance["scene"]``),
+    those scenes are drawn, oldest first so that the latest lies on top. Otherwise the
+    scene evidence is drawn with the best-ranked (first in the ledger) on top.
+    """
+    scene_evs = [ev for ev in bundle.evidence if ev.kind == "scene"]
+    by_item = {_scene_id(ev.provenance): ev for ev in scene_evs if _scene_id(ev.provenance)}
+    analysed: list[ImagerySource] = []
+    for ev in bundle.evidence:
+        scene = ev.provenance.get("scene")
+        if ev.kind == "scene" or not isinstance(scene, dict):
+            continue
+        match = by_item.get(_scene_id(scene))
+        # The scene's own evidence names it best; the mask's copy is the fallback.
+        for prov, owner in ((match.provenance, match), (scene, ev)) if match else ((scene, ev),):
+            src = _safe_source(prov, owner)
+            if src is not None:
+                analysed.append(src)
+                break
+    if analysed:
+        ordered = _unique(analysed)
+        ordered.sort(key=lambda s: (s.datetime is not None, s.datetime or ""))
+        return ordered[-_MAX_SOURCES:]
+    found = [s for s in (_safe_source(ev.provenance, ev) for ev in scene_evs) if s is not None]
+    return list(reversed(_unique(found)[:_MAX_SOURCES]))
+
+
+def _unique(sources: list[ImagerySource]) -> list[ImagerySource]:
+    seen: set[tuple[tuple[str, int], ...]] = set()
+    out = []
+    for src in sources:
+        if src.key() not in seen:
+            seen.add(src.key())
+            out.append(src)
+    return out
+
+
+def _safe_source(prov: dict[str, Any], ev: Evidence) -> ImagerySource | None:
+    try:
+        return _source_from_provenance(prov, ev)
+    except Exception as exc:  # an unreadable href: the map goes on without it
+        log.warning("imagery of %s cannot be opened: %s", ev.id, exc)
+        return None
+
+
+def _scene_id(prov: dict[str, Any]) -> str | None:
+    value = prov.get("stac_item_id") or prov.get("id")
+    return str(value) if value else None
+
+
+# Asset keys that name a whole image file rather than one band.
+_WHOLE_FILE_KEYS = {"visual", "image", "data", "rgb", "tci", "raster"}
+_COMMON = {"red", "green", "blue", "pan", "nir"}
+_S2_KEYS = {"b02": "blue", "b03": "green", "b04": "red", "b08": "nir"}
+_OLI_KEYS = {"b2": "blue", "b3": "green", "b4": "red", "b5": "nir", "b8": "pan"}  # Landsat 8/9
+_TM_KEYS = {"b1": "blue", "b2": "green", "b3": "red", "b4": "nir", "b8": "pan"}  # Landsat 4-7
+_RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt", ".png", ".jpg", ".jpeg")
+
+
+def _key_to_common(key: str, family: str) -> str | None:
+    """Common band name of an asset key (B04, SR_B4, red, ...) given the sensor family."""
+    k = key.lower().removeprefix("sr_").removeprefix("toa_")
+    if k in _COMMON:
+        return k
+    if re.fullmatch(r"b0\d|b8a|b1[0-2]", k):
+        return _S2_KEYS.get(k)
+    if re.fullmatch(r"b\d{1,2}", k):
+        return (_TM_KEYS if family == "tm" else _OLI_KEYS).get(k)
+    return None
+
+
+def _family(prov: dict[str, Any], ev: Evidence) -> str:
+    text = " ".join(
+        str(v)
+        for v in (prov.get("collection"), prov.get("platform"), ev.facts.get("platform"))
+        if v
+    ).lower()
+    return "tm" if re.search(r"landsat[-_ ]?0?[457]\b|\betm|\btm\b|lt0?[45]|le0?7", text) else "oli"
+
+
+def _source_from_provenance(prov: dict[str, Any], ev: Evidence) -> ImagerySource | None:
+    """Bands to draw from any of the provenance shapes the tools write.
+
+    ``assets`` {key: {href, bands}} (the convention), ``hrefs`` {band: href} or [href, ...],
+    ``asset_hrefs`` {key: href}, and a plain ``href`` are all read; band positions that the
+    provenance does not give are taken from the file (colour tags, else 1-2-3).
+    """
+    family = _family(prov, ev)
+    bands: dict[str, tuple[float, str, int | None]] = {}  # name -> (gsd, href, band or None)
+    plain: list[str] = []
+
+    def add(name: str | None, gsd: float, href: str, index: int | None) -> None:
+        if name and (name not in bands or gsd < bands[name][0]):
+            bands[name] = (gsd, href, index)
+
+    assets = prov.get("assets")
+    if isinstance(assets, dict):
+        for key, asset in assets.items():
+            if isinstance(asset, str):
+                asset = {"href": asset}
+            if not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
+                continue
+            if any(r in ("thumbnail", "overview") for r in asset.get("roles") or []):
+                continue  # previews are too coarse and often not georeferenced
+            names = _band_names(asset)
+            gsd = float(asset.get("gsd") or prov.get("gsd") or 1e9)
+            for i, name in enumerate(names, 1):
+                add(name, gsd, asset["href"], i)
+            if not names:
+                _add_keyed(str(key), asset["href"], family, add, plain)
+    for field_name in ("hrefs", "asset_hrefs"):
+        value = prov.get(field_name)
+        if isinstance(value, dict):
+            for key, href in value.items():
+                if isinstance(href, str):
+                    _add_keyed(str(key), href, family, add, plain)
+        elif isinstance(value, list):
+            for href in value:
+                if isinstance(href, str):
+                    stem = Path(href.split("?")[0]).stem
+                    m = re.search(r"(?:^|[_.-])((?:sr_)?b\d{1,2}a?)$", stem, re.I)
+                    _add_keyed(m.group(1) if m else "data", href, family, add, plain)
+    href = prov.get("href")
+    if isinstance(href, str) and href:
+        for i, name in enumerate(_band_names(prov), 1):
+            add(name, 1e9, href, i)
+        plain.append(href)
+
+    channels: list[BandRef] | None = None
+    for wanted in (("red", "green", "blue"), ("pan",)):
+        if all(c in bands for c in wanted):
+            channels = _channels([bands[c] for c in wanted])
+            break
+    if channels is None:
+        # Whole-image files first, then the files of the bands that are known (a mask
+        # computed from green and NIR still names a file that may hold all the colours).
+        rank = {b: i for i, b in enumerate(("red", "green", "blue", "pan", "nir"))}
+        known = [bands[b][1] for b in sorted(bands, key=lambda b: rank.get(b, len(rank)))]
+        channels = _probe_files([*plain, *known])
+    if channels is None:
+        return None
+    when = prov.get("datetime")
+    item = _scene_id(prov) or Path(channels[0].href).name
+    date = str(when)[:10] if when else "date unknown"
+    return ImagerySource(
+        channels=channels,
+        label=_plain(f"{item}, {date}", 70),
+        evidence_id=ev.id,
+        datetime=str(when) if when else None,
+        attribution=_scene_attribution(prov, ev),
+    )
+
+
+def _probe_files(hrefs: list[str]) -> list[BandRef] | None:
+    """Bands of the first file with red, green and blue; else band 1 of the first image."""
+    grey: list[BandRef] | None = None
+    for href in dict.fromkeys(hrefs):
+        name = Path(href.split("?")[0]).name.lower()
+        if "." in name and not name.endswith(_RASTER_SUFFIXES):
+            continue  # an item JSON or a web page, not pixels
+        try:
+            channels = ImagerySource.from_href(href).channels
+        except Exception as exc:
+            log.info("not an image %s: %s", href, exc)
+            continue
+        if len(channels) == 3:
+            return channels
+        grey = grey or channels
+    return grey
+
+
+def _add_keyed(
+    key: str,
+    href: str,
+    family: str,
+    add: Any,
+    plain: list[str],
+) -> None:
+    name = _key_to_common(key, family)
+    if name:
+        add(name, 1e9, href, None)
+    elif key.lower() in _WHOLE_FILE_KEYS:
+        plain.append(href)
+
+
+def _channels(picked: list[tuple[float, str, int | None]]) -> list[BandRef]:
+    """Band references; unknown positions from the file when the bands share one file."""
+    hrefs = {h for _, h, _ in picked}
+    if len(picked) == 3 and len(hrefs) == 1 and any(i is None for _, _, i in picked):
+        return ImagerySource.from_href(next(iter(hrefs))).channels
+    return [BandRef(href=h, band=i or 1) for _, h, i in picked]
+
+
+def _band_names(asset: dict[str, Any]) -> list[str]:
+    names = asset.get("bands")
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        return [n.lower() for n in names]
+    eo = asset.get("eo:bands")
+    if isinstance(eo, list):
+        return [
+            str((b or {}).get("common_name") or (b or {}).get("name") or "").lower() for b in eo
+        ]
+    return []
+
+
+def _scene_attribution(prov: dict[str, Any], ev: Evidence) -> str:
+    for value in (
+        prov.get("attribution"),
+        prov.get("geoscout:attribution"),
+        ev.facts.get("attribution"),
+    ):
+        if isinstance(value, str) and value:
+            return f"Imagery: {value}"
+    what = prov.get("collection") or prov.get("platform") or ev.facts.get("collection") or "scene"
+    lic = prov.get("license") or ev.facts.get("license")
+    return f"Imagery: {what}" + (f" ({lic})" if lic and lic != "unknown" else "")
+
+
+def _gdal_path(href: str) -> str:
+    """Remote hrefs through GDAL's virtual file systems; local paths unchanged."""
+    if href.startswith("file://"):
+        return href[7:]
+    if href.startswith(("http://", "https://")):
+        return f"/vsicurl/{href}"
+    if href.startswith("s3://"):
+        return f"/vsis3/{href[5:]}"
+    return href
+
+
+@dataclass
+class Quicklook:
+    """A stretched RGB composite on the map grid; NaN where no image covers the map."""
+
+    rgb: np.ndarray  # (rows, cols, 3) float32 in [0, 1]
+    extent: tuple[float, float, float, float]  # xmin, xmax, ymin, ymax in map units
+    used: list[ImagerySource] = field(default_factory=list)
+    mean_colours: list[tuple[float, float, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def compose_quicklook(
+    sources: Sequence[ImagerySource],
+    bounds: tuple[float, float, float, float],
+    crs: CRS | str,
+    max_px: int = 1500,
+    time_budget_s: float = 20.0,
+) -> Quicklook:
+    """Warp the sources onto one grid over ``bounds`` (xmin, ymin, xmax, ymax in ``crs``).
+
+    Each source is read through a window covering the map, decimated to about the map's
+    resolution (overviews are used when the file has them), then reprojected; memory stays
+    bounded by ``max_px`` whatever the size of the scene. Each source gets its own 2-98
+    percentile stretch, the same for its three bands so that colours keep their balance.
+    """
+    from rasterio.transform import from_origin
+
+    xmin, ymin, xmax, ymax = bounds
+    res = max(xmax - xmin, ymax - ymin) / max(16, max_px)
+    cols = max(1, math.ceil((xmax - xmin) / res))
+    rows = max(1, math.ceil((ymax - ymin) / res))
+    transform = from_origin(xmin, ymax, res, res)
+    dst_crs = CRS.from_user_input(crs)
+    canvas = np.full((rows, cols, 3), np.nan, dtype=np.float32)
+    look = Quicklook(rgb=canvas, extent=(xmin, xmin + cols * res, ymax - rows * res, ymax))
+    start = time.perf_counter()
+    for src in list(sources)[:_MAX_SOURCES]:
+        name = f"{src.evidence_id} " if src.evidence_id else ""
+        if time.perf_counter() - start > time_budget_s:
+            look.notes.append(f"Imagery {name}not drawn: the time budget for the map was spent.")
+            continue
+        try:
+            layer = _warp_source(src, dst_crs, transform, cols, rows)
+        except Exception as exc:  # unreadable file, no georeference, network: say so, go on
+            log.warning("cannot draw imagery %s: %s", src.label, exc)
+            look.notes.append(f"Imagery {name}could not be read, so it is not drawn.")
+            continue
+        if layer is None:
+            look.notes.append(f"Imagery {name}does not cover the map area.")
+            continue
+        stretched = _stretch(layer)
+        valid = ~np.isnan(stretched).any(axis=2)
+        if not valid.any():
+            look.notes.append(f"Imagery {name}has no valid pixels in the map area.")
+            continue
+        canvas[valid] = stretched[valid]
+        look.used.append(src)
+        mean = stretched[valid].mean(axis=0)
+        look.mean_colours.append((float(mean[0]), float(mean[1]), float(mean[2])))
+    return look
+
+
+def _warp_source(
+    src: ImagerySource, dst_crs: CRS, dst_transform: Any, cols: int, rows: int
+) -> np.ndarray | None:
+    """(rows, cols, 3) float32 of raw values on the map grid, NaN outside; None if disjoint."""
+    import rasterio
+    from affine import Affine
+    from rasterio.warp import Resampling, reproject, transform_bounds
+    from rasterio.windows import Window, from_bounds
+    from rasterio.windows import bounds as window_bounds
+
+    out = np.full((3, rows, cols), np.nan, dtype=np.float32)
+    xmin, ymax = dst_transform.c, dst_transform.f
+    xmax, ymin = xmin + cols * dst_transform.a, ymax + rows * dst_transform.e
+    groups: dict[str, list[tuple[int, int]]] = {}  # href -> [(channel, band)]
+    for ch, ref in enumerate(src.channels):
+        groups.setdefault(ref.href, []).append((ch, ref.band))
+    touched = False
+    env = {
+        "GDAL_HTTP_TIMEOUT": "20",
+        "GDAL_HTTP_MAX_RETRY": "2",
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    }
+    with rasterio.Env(**env):
+        for href, pairs in groups.items():
+            with rasterio.open(_gdal_path(href)) as ds:
+                if ds.crs is None:
+                    raise ValueError("the raster has no coordinate reference system")
+                left, bottom, right, top = transform_bounds(
+                    dst_crs, ds.crs, xmin, ymin, xmax, ymax, densify_pts=21
+                )
+                win = from_bounds(left, bottom, right, top, ds.transform)
+                c0 = max(0, math.floor(win.col_off))
+                r0 = max(0, math.floor(win.row_off))
+                c1 = min(ds.width, math.ceil(win.col_off + win.width))
+                r1 = min(ds.height, math.ceil(win.row_off + win.height))
+                if c1 <= c0 or r1 <= r0:
+                    continue
+                win = Window(c0, r0, c1 - c0, r1 - r0)
+                # How many map pixels the window spans: read at about that size, no more.
+                wl, wb, wr, wt = transform_bounds(
+                    ds.crs, dst_crs, *window_bounds(win, ds.transform), densify_pts=21
+                )
+                cover_w = (wr - wl) / dst_transform.a
+                cover_h = (wt - wb) / -dst_transform.e
+                out_w = int(min(win.width, max(1, math.ceil(cover_w * 1.25))))
+                out_h = int(min(win.height, max(1, math.ceil(cover_h * 1.25))))
+                bands = [b for _, b in pairs]
+                if max(bands) > ds.count:
+                    raise ValueError(f"band {max(bands)} asked of a {ds.count}-band raster")
+                data = ds.read(
+                    bands,
+                    window=win,
+                    out_shape=(len(bands), out_h, out_w),
+                    resampling=Resampling.average,
+                    masked=True,
+                )
+                arr = np.ma.filled(data.astype(np.float32), np.nan)
+                src_transform = ds.window_transform(win) @ Affine.scale(
+                    win.width / out_w, win.height / out_h
+                )
+                warped = np.full((len(bands), rows, cols), np.nan, dtype=np.float32)
+                reproject(
+                    source=arr,
+                    destination=warped,
+                    src_transform=src_transform,
+                    src_crs=ds.crs,
+                    dst_transform=dst_transform,
+                    dst_crs=dst_crs,
+                    src_nodata=np.nan,
+                    dst_nodata=np.nan,
+                    resampling=Resampling.bilinear,
+                )
+                for (ch, _), plane in zip(pairs, warped, strict=True):
+                    out[ch] = plane
+                touched = True
+    if not touched:
+        return None
+    if len(src.channels) == 1:
+        out[1] = out[0]
+        out[2] = out[0]
+    return np.moveaxis(out, 0, -1)
+
+
+def _stretch(layer: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarray:
+    """One 2-98 percentile stretch for the three bands together, into [0, 1]."""
+    valid = ~np.isnan(layer).any(axis=2)
+    vals = layer[valid]
+    if vals.size == 0:
+        return layer
+    step = max(1, len(vals) // 200_000)  # a sample is enough for percentiles
+    lo, hi = np.percentile(vals[::step], [low, high])
+    if not hi > lo:
+        hi = lo + 1.0
+    out = np.clip((layer - lo) / (hi - lo), 0.0, 1.0)
+    out[~valid] = np.nan
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- map frame
+
+
+def map_crs_for(bounds_lonlat: tuple[float, float, float, float]) -> CRS:
+    """The local UTM zone for areas up to a few degrees wide, else Web Mercator."""
+    w, s, e, n = bounds_lonlat
+    lon, lat = (w + e) / 2, (s + n) / 2
+    if e - w <= 10 and -80 <= lat <= 84:
+        zone = min(60, max(1, int((lon + 180) // 6) + 1))
+        return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    return CRS.from_epsg(3857)
+
+
+@dataclass
+class _Group:
+    """The parts of one evidence item's layer, projected to the map CRS."""
+
+    eid: str
+    kind: str
+    label: str
+    target: str
+    feature_type: str
+    polygons: list[Polygon] = field(default_factory=list)
+    lines: list[np.ndarray] = field(default_factory=list)
+    points: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass
+class MapRender:
+    """What was drawn, for callers and tests: the file, the frame and the legend."""
+
+    path: Path
+    size_px: tuple[int, int]  # width, height
+    axes_px: tuple[int, int, int, int]  # map frame in PNG pixels: x0, y0, x1, y1 (y down)
+    crs: str
+    bounds: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax in the map CRS
+    legend: list[str]
+    imagery: list[str]
+    attribution: list[str]
+    notes: list[str]
+    seconds: float
+
+
+def render_map_png(
+    bundle: AnswerBundle,
+    out_path: Path,
+    *,
+    scene_hrefs: Sequence[str | Path | ImagerySource] | None = None,
+    max_px: int = 1500,
+) -> Path | None:
+    """Draw the bundle's map as a PNG; None when there is nothing to map (refused,
+    clarification, or no evidence with a location). ``scene_hrefs`` replaces the imagery
+    found in the evidence (e.g. a raster the user uploaded)."""
+    result = render_map(bundle, out_path, scene_hrefs=scene_hrefs, max_px=max_px)
+    return result.path if result else None
+
+
+def render_map(
+    bundle: AnswerBundle,
+    out_path: Path,
+    *,
+    scene_hrefs: Sequence[str | Path | ImagerySource] | None = None,
+    max_px: int = 1500,
+    dpi: int = 150,
+    time_budget_s: float = 20.0,
+) -> MapRender | None:
+    """Draw the map and describe it (see :func:`render_map_png`). Written atomically."""
+    if bundle.refused or bundle.clarification is not None:
+        return None
+    t0 = time.perf_counter()
+    fc = bundle_layers_geojson(bundle)
+    notes: list[str] = []
+    if isinstance(scene_hrefs, str | Path):
+        scene_hrefs = [scene_hrefs]  # one raster given alone, not a string of characters
+    if scene_hrefs is not None:
+        sources = []
+        for item in scene_hrefs:
+            if isinstance(item, ImagerySource):
+                sources.append(item)
+                continue
+            try:
+                sources.append(ImagerySource.from_href(item))
+            except Exception as exc:
+                log.warning("cannot open %s: %s", item, exc)
+                notes.append(f"The raster {_plain(Path(str(item)).name, 60)} could not be read.")
+    else:
+        sources = imagery_sources(bundle)
+
+    lonlat = _lonlat_extent(fc, sources)
+    if lonlat is None:
+        return None
+    crs = map_crs_for(lonlat)
+    to_map = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    bounds = _padded_bounds(lonlat, to_map)
+
+    layout = _Layout.for_bounds(bounds, dpi)
+    # No finer than the map's own pixels: more would be thrown away by the renderer.
+    grid_px = min(max_px, int(max(layout.map_w, layout.map_h) * dpi * 1.15))
+    look = compose_quicklook(sources, bounds, crs, max_px=grid_px, time_budget_s=time_budget_s)
+    notes.extend(look.notes)
+    groups, capped = _groups(bundle, fc, to_map)
+    if capped:
+        notes.append(f"Only the first {_MAX_DRAWN_FEATURES:,} shapes are drawn.")
+
+    fig, ax, legend, attribution = _draw(bundle, look, groups, layout, crs, to_map, notes)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}-", suffix=".png", dir=out_path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png", facecolor="white", pil_kwargs={"compress_level": 4})
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        box = ax.get_window_extent(renderer)
+        with Image.open(tmp) as png:
+            width, height = png.size
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a map is meant to be shared
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    axes_px = (
+        round(box.x0),
+        round(height - box.y1),
+        round(box.x1),
+        round(height - box.y0),
+    )
+    return MapRender(
+        path=out_path,
+        size_px=(width, height),
+        axes_px=axes_px,
+        crs=crs.to_string(),
+        bounds=bounds,
+        legend=legend,
+        imagery=[s.label for s in look.used],
+        attribution=attribution,
+        notes=notes,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+def _lonlat_extent(
+    fc: dict[str, Any], sources: Sequence[ImagerySource]
+) -> tuple[float, float, float, float] | None:
+    """What the map frames: the results (masks, features, boxes) with the AOI when it is of a
+    similar size; else the scenes found; else the AOI. A city-sized AOI around a 1 km image
+    would otherwise shrink the evidence to a few pixels."""
+    results: list[tuple[float, ...]] = []
+    scenes: list[tuple[float, ...]] = []
+    places: list[tuple[float, ...]] = []
+    for feat in fc["features"]:
+        b = shape(feat["geometry"]).bounds
+        kind = feat["properties"].get("kind")
+        (scenes if kind == "scene" else places if kind == "place" else results).append(b)
+
+    def _area(bs: list[tuple[float, ...]]) -> float:
+        a = np.array(bs, dtype=float)
+        return float((a[:, 2].max() - a[:, 0].min()) * (a[:, 3].max() - a[:, 1].min()))
+
+    if results:
+        boxes = results + (places if places and _area(places) <= 4 * _area(results) else [])
+    elif scenes:
+        # An AOI inside a big scene is what was asked about; a tiny scene in a big AOI is
+        # what there is to see.
+        boxes = places if places and _area(places) <= 4 * _area(scenes) else scenes
+    else:
+        boxes = places
+    if not boxes:
+        boxes = [b for b in (_source_lonlat_bounds(s) for s in sources[:_MAX_SOURCES]) if b]
+    if not boxes:
+        return None
+    arr = np.array(boxes, dtype=float)
+    return (
+        float(arr[:, 0].min()),
+        float(arr[:, 1].min()),
+        float(arr[:, 2].max()),
+        float(arr[:, 3].max()),
+    )
+
+
+def _source_lonlat_bounds(src: ImagerySource) -> tuple[float, float, float, float] | None:
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    try:
+        with rasterio.open(_gdal_path(src.channels[0].href)) as ds:
+            if ds.crs is None:
+                return None
+            b = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
+            return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+    except Exception as exc:
+        log.warning("cannot open %s: %s", src.label, exc)
+        return None
+
+
+def _padded_bounds(
+    lonlat: tuple[float, float, float, float], to_map: Transformer
+) -> tuple[float, float, float, float]:
+    w, s, e, n = lonlat
+    s, n = max(s, -85.0), min(n, 85.0)
+    xmin, ymin, xmax, ymax = to_map.transform_bounds(w, s, e, n, densify_pts=21)
+    width, height = xmax - xmin, ymax - ymin
+    # A point or a thin line still gets a readable frame (at least 300 m across).
+    pad = max(0.06 * max(width, height), 150.0 if max(width, height) < 300 else 0.0)
+    xmin, xmax, ymin, ymax = xmin - pad, xmax + pad, ymin - pad, ymax + pad
+    # Very elongated areas are widened so the map stays legible.
+    width, height = xmax - xmin, ymax - ymin
+    if width < height / 2.5:
+        grow = (height / 2.5 - width) / 2
+        xmin, xmax = xmin - grow, xmax + grow
+    elif height < width / 2.5:
+        grow = (width / 2.5 - height) / 2
+        ymin, ymax = ymin - grow, ymax + grow
+    return (float(xmin), float(ymin), float(xmax), float(ymax))
+
+
+def _groups(
+    bundle: AnswerBundle, fc: dict[str, Any], to_map: Transformer
+) -> tuple[list[_Group], bool]:
+    evidence = {ev.id: ev for ev in bundle.evidence}
+    groups: dict[str, _Group] = {}
+    drawn = 0
+    capped = False
+    for feat in fc["features"]:
+        props = feat["properties"]
+        eid = str(props.get("evidence_id") or "")
+        kind = "extent" if props.get("role") == "extent" else str(props.get("kind") or "features")
+        ev = evidence.get(eid)
+        key = f"{eid}|{kind}"
+        if key not in groups:
+            label = str(props.get("label") or (ev.title if ev else "") or kind)
+            target = str(props.get("target") or (ev.facts.get("target") if ev else "") or "")
+            ftype = str(
+                props.get("feature_type") or (ev.facts.get("feature_type") if ev else "") or ""
+            )
+            groups[key] = _Group(eid, kind, label, target.lower(), ftype.lower())
+        if drawn >= _MAX_DRAWN_FEATURES:
+            capped = True
+            continue
+        geom = shapely.transform(
+            shape(feat["geometry"]),
+            lambda c: np.column_stack(to_map.transform(c[:, 0], c[:, 1])),
+        )
+        group = groups[key]
+        for part in _flatten(geom):
+            drawn += 1
+            if isinstance(part, Polygon):
+                group.polygons.append(part)
+            elif part.geom_type == "LineString":
+                group.lines.append(np.asarray(part.coords)[:, :2])
+            elif part.geom_type == "Point":
+                group.points.append((part.x, part.y))
+    order = {k: i for i, k in enumerate(_DRAW_KINDS)}
+    return sorted(groups.values(), key=lambda g: order.get(g.kind, 1)), capped
+
+
+def _flatten(geom: BaseGeometry) -> list[BaseGeometry]:
+    out: list[BaseGeometry] = []
+    stack = [geom]
+    while stack:
+        g = stack.pop()
+        if g.is_empty:
+            continue
+        if g.geom_type in ("MultiPolygon", "MultiLineString", "MultiPoint", "GeometryCollection"):
+            stack.extend(g.geoms)
+        elif g.geom_type == "LinearRing":
+            out.append(shapely.LineString(g.coords))
+        else:
+            out.append(g)
+    return out
+
+
+def _polygon_path(poly: Polygon) -> MplPath:
+    from matplotlib.path import Path as MplPath
+
+    poly = orient(poly, sign=1.0)  # holes opposite to the shell: drawn as holes
+    verts: list[np.ndarray] = []
+    codes: list[np.ndarray] = []
+    for ring in (poly.exterior, *poly.interiors):
+        xy = np.asarray(ring.coords)[:, :2]
+        if len(xy) < 3:
+            continue
+        c = np.full(len(xy), MplPath.LINETO, dtype=np.uint8)
+        c[0], c[-1] = MplPath.MOVETO, MplPath.CLOSEPOLY
+        verts.append(xy)
+        codes.append(c)
+    if not verts:
+        return MplPath(np.zeros((1, 2)), [MplPath.MOVETO])
+    return MplPath(np.concatenate(verts), np.concatenate(codes))
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Figure geometry in inches: the map box takes the map's aspect, the legend sits beside."""
+
+    bounds: tuple[float, float, float, float]
+    dpi: int
+    map_w: float
+    map_h: float
+    fig_w: float
+    fig_h: float
+    box_h: float  # height of the map and legend band
+    left: float = 0.8  # room for the latitude labels
+    bottom: float = 0.85  # longitude labels and the attribution
+    top: float = 0.85  # the title
+    gap: float = 0.35
+    side_w: float = 2.9
+
+    @classmethod
+    def for_bounds(cls, bounds: tuple[float, float, float, float], dpi: int) -> _Layout:
+        xmin, ymin, xmax, ymax = bounds
+        aspect = (xmax - xmin) / (ymax - ymin)
+        max_w, max_h = 6.5, 5.5
+        map_w, map_h = max_h * aspect, max_h
+        if map_w > max_w:
+            map_w, map_h = max_w, max_w / aspect
+        box_h = max(map_h, 3.6)  # the legend and notes need some height even for wide maps
+        return cls(
+            bounds=bounds,
+            dpi=dpi,
+            map_w=map_w,
+            map_h=map_h,
+            fig_w=max(8.0, cls.left + map_w + cls.gap + cls.side_w + 0.15),
+            fig_h=cls.bottom + box_h + cls.top,
+            box_h=box_h,
+        )
+
+    def rect(self, x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
+        """Inches to figure fractions."""
+        return (x / self.fig_w, y / self.fig_h, w / self.fig_w, h / self.fig_h)
+
+
+def _draw(
+    bundle: AnswerBundle,
+    look: Quicklook,
+    groups: list[_Group],
+    layout: _Layout,
+    crs: CRS,
+    to_map: Transformer,
+    notes: list[str],
+) -> tuple[Figure, Axes, list[str], list[str]]:
+    # A Figure on its own Agg canvas: no pyplot, no global backend switch, thread-safe.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(layout.fig_w, layout.fig_h), dpi=layout.dpi)
+    FigureCanvasAgg(fig)
+    map_y = layout.bottom + (layout.box_h - layout.map_h) / 2  # centred in its box
+    ax = fig.add_axes(layout.rect(layout.left, map_y, layout.map_w, layout.map_h))
+    side_x = layout.left + layout.map_w + layout.gap
+    side = fig.add_axes(layout.rect(side_x, layout.bottom, layout.side_w, layout.box_h))
+    bounds = layout.bounds
+    side.set_axis_off()
+    xmin, ymin, xmax, ymax = bounds
+    has_imagery = bool(look.used)
+    ax.set_facecolor("#d9d9d9" if has_imagery else "#f2efe9")
+    if has_imagery:
+        rgba = np.dstack([np.nan_to_num(look.rgb, nan=0.0), ~np.isnan(look.rgb).any(axis=2)])
+        ax.imshow(
+            rgba.astype(np.float32),
+            extent=look.extent,
+            origin="upper",
+            interpolation="antialiased",
+            zorder=0,
+        )
+    else:
+        ax.grid(True, color="#ffffff", linewidth=0.8, zorder=0)
+
+    handles: list[Any] = []
+    labels: list[str] = []
+    for i, src in enumerate(look.used):
+        from matplotlib.patches import Patch
+
+        eid = f"{src.evidence_id} " if src.evidence_id else ""
+        handles.append(Patch(facecolor=look.mean_colours[i], edgecolor="#333333"))
+        labels.append(f"{eid}image {src.label} ({src.mode})")
+    used_colours: set[str] = set()
+    n_detect = 0
+    for group in groups:
+        colour = _group_colour(group, used_colours, n_detect, has_imagery)
+        if group.kind == "detections":
+            n_detect += 1
+        handle = _draw_group(ax, group, colour, has_imagery)
+        if handle is not None:
+            handles.append(handle)
+            suffix = {"scene": " (footprint)", "extent": " (area analysed)"}.get(group.kind, "")
+            labels.append(f"{group.eid} {group.label}{suffix}".strip())
+
+    ax.set_xlim(xmin, xmax)
+    ax.set_ylim(ymin, ymax)
+    ax.set_aspect("equal")
+    _ticks(ax, bounds, to_map)
+    _scale_bar(ax, bounds, to_map)
+    _north_arrow(ax, bounds, to_map)
+
+    wrapped = [_wrap(_plain(lbl, 110), 36, 3) for lbl in labels]
+    if handles:
+        side.legend(
+            handles,
+            wrapped,
+            loc="upper left",
+            fontsize=7.5,
+            title="Legend (evidence id, layer)",
+            title_fontsize=8,
+            frameon=True,
+            borderaxespad=0.0,
+            handlelength=2.2,
+            labelspacing=0.7,
+        )
+    centre = to_map.transform((xmin + xmax) / 2, (ymin + ymax) / 2, direction="INVERSE")
+    info = [
+        f"Map grid: {_plain(crs.name, 60)} ({crs.to_string()})",
+        f"Centre: {_fmt_lat(centre[1], 4)}, {_fmt_lon(centre[0], 4)}",
+        "Ticks: longitude along the bottom edge, latitude along the left edge.",
+    ]
+    if has_imagery:
+        info.append("Imagery: each image stretched 2-98 percentile, bands together.")
+    else:
+        info.append("No imagery was drawn: features over a plain background.")
+    info.extend(notes)
+    side.text(
+        0.0,
+        0.0,
+        "\n".join(_wrap(_plain(t, 200), 52, 3) for t in info),
+        transform=side.transAxes,
+        fontsize=6.8,
+        va="bottom",
+        ha="left",
+        color="#333333",
+    )
+    title = _wrap(_plain(bundle.question, 150), int(layout.fig_w * 9.5), 2)
+    title_y = 1 - 0.18 / layout.fig_h
+    fig.text(layout.left / layout.fig_w, title_y, title, fontsize=11.5, weight="bold", va="top")
+    attribution = _attributions(bundle, look)
+    width = int(layout.fig_w * 16)
+    attr_text = _wrap(_plain(" · ".join(attribution), 400), width, 3) if attribution else ""
+    if attr_text:
+        attr_y = 0.08 / layout.fig_h
+        fig.text(
+            layout.left / layout.fig_w, attr_y, attr_text, fontsize=6.8, va="bottom", color="#222"
+        )
+    return fig, ax, [_plain(lbl, 110) for lbl in labels], attribution
+
+
+def _group_colour(group: _Group, used: set[str], n_detect: int, imagery: bool) -> str:
+    if group.kind == "place":
+        return "#ffe600" if imagery else "#333333"
+    if group.kind == "scene":
+        return "#00e5ff" if imagery else "#1f77b4"
+    if group.kind == "extent":
+        return "#ffffff" if imagery else "#555555"
+    if group.kind == "figure":
+        return "#aaaaaa"
+    if group.kind == "detections":
+        return _DETECTION_COLOURS[n_detect % len(_DETECTION_COLOURS)]
+    preferred = (
+        _MASK_COLOURS.get(group.target) if group.kind == "mask" else None
+    ) or _FEATURE_COLOURS.get(group.feature_type)
+    if preferred and preferred not in used:
+        used.add(preferred)
+        return preferred
+    for colour in _CYCLE:
+        if colour not in used:
+            used.add(colour)
+            return colour
+    return _CYCLE[len(used) % len(_CYCLE)]
+
+
+def _draw_group(ax: Axes, group: _Group, colour: str, imagery: bool) -> Any:
+    """Draw one evidence layer; return its legend handle (None when nothing was drawn)."""
+    from matplotlib import patheffects
+    from matplotlib.collections import LineCollection, PathCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    zorder = 2 + _DRAW_KINDS.index(group.kind) if group.kind in _DRAW_KINDS else 3
+    halo: list[patheffects.AbstractPathEffect] = [
+        patheffects.withStroke(linewidth=3.2, foreground="black" if imagery else "white")
+    ]
+    handle: Any = None
+    ls: Any  # a matplotlib line style
+    if group.polygons:
+        paths = [_polygon_path(p) for p in group.polygons]
+        if group.kind == "mask":
+            face, edge, lw, ls, alpha = colour, colour, 0.6, "-", 0.45
+        elif group.kind == "features":
+            face, edge, lw, ls, alpha = colour, colour, 0.9, "-", 0.18
+        elif group.kind == "place":
+            face, edge, lw, ls, alpha = "none", colour, 2.0, "--", 1.0
+        elif group.kind == "scene":
+            face, edge, lw, ls, alpha = "none", colour, 1.3, ":", 1.0
+        elif group.kind == "extent":
+            face, edge, lw, ls, alpha = "none", colour, 1.2, "-.", 1.0
+        else:  # detections, figures: outlines only, the pixels under them stay visible
+            face, edge, lw, ls, alpha = "none", colour, 1.5, "-", 1.0
+        coll = PathCollection(
+            paths,
+            facecolors=_rgba(face, alpha),
+            edgecolors=edge,
+            linewidths=lw,
+            linestyles=ls,
+            zorder=zorder,
+        )
+        if group.kind in ("place", "scene", "extent"):
+            coll.set_path_effects(halo)
+        ax.add_collection(coll)
+        handle = Patch(facecolor=_rgba(face, alpha), edgecolor=edge, linewidth=lw, linestyle=ls)
+    if group.lines:
+        lc = LineCollection(group.lines, colors=colour, linewidths=1.5, zorder=zorder)
+        if imagery:
+            lc.set_path_effects(
+                [patheffects.withStroke(linewidth=2.6, foreground="black"), patheffects.Normal()]
+            )
+        ax.add_collection(lc)
+        handle = handle or Line2D([], [], color=colour, linewidth=1.8)
+    if group.points:
+        xy = np.asarray(group.points)
+        marker = "*" if group.kind == "place" else "o"
+        size = 160 if group.kind == "place" else 14
+        ax.scatter(
+            xy[:, 0], xy[:, 1], s=size, c=colour, marker=marker, edgecolors="black",
+            linewidths=0.6, zorder=zorder + 0.5,
+        )  # fmt: skip
+        handle = handle or Line2D(
+            [], [], color=colour, marker=marker, linestyle="none", markeredgecolor="black"
+        )
+    return handle
+
+
+def _rgba(colour: str, alpha: float) -> Any:
+    from matplotlib.colors import to_rgba
+
+    return "none" if colour == "none" else to_rgba(colour, alpha)
+
+
+def _ticks(ax: Axes, bounds: tuple[float, float, float, float], to_map: Transformer) -> None:
+    """Lon/lat labels where those meridians and parallels cross the bottom and left edges."""
+    from matplotlib.ticker import MaxNLocator
+
+    xmin, ymin, xmax, ymax = bounds
+    xs = np.linspace(xmin, xmax, 200)
+    lons, _ = to_map.transform(xs, np.full_like(xs, ymin), direction="INVERSE")
+    ys = np.linspace(ymin, ymax, 200)
+    _, lats = to_map.transform(np.full_like(ys, xmin), ys, direction="INVERSE")
+    loc = MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10])
+    for axis, edge, coord, fmt in (
+        ("x", xs, np.asarray(lons), _fmt_lon),
+        ("y", ys, np.asarray(lats), _fmt_lat),
+    ):
+        order = np.argsort(coord)
+        lo, hi = float(coord.min()), float(coord.max())
+        values = [v for v in loc.tick_values(lo, hi) if lo <= v <= hi]
+        step = float(np.diff(values).min()) if len(values) > 1 else hi - lo
+        digits = _decimals(step)
+        pos = np.interp(values, coord[order], edge[order])
+        labels = [fmt(v, digits) for v in values]
+        if axis == "x":
+            ax.set_xticks(pos, labels, fontsize=7)
+        else:
+            ax.set_yticks(pos, labels, fontsize=7, rotation=90, va="center")
+
+
+def _decimals(step: float) -> int:
+    for d in range(0, 7):
+        scaled = step * 10**d
+        if abs(scaled - round(scaled)) < 1e-6 * max(1.0, scaled):
+            return d
+    return 6
+
+
+def _fmt_lon(v: float, digits: int) -> str:
+    hemi = "" if round(v, digits) == 0 else ("W" if v < 0 else "E")
+    return f"{abs(v):.{digits}f}°{hemi}"
+
+
+def _fmt_lat(v: float, digits: int) -> str:
+    hemi = "" if round(v, digits) == 0 else ("S" if v < 0 else "N")
+    return f"{abs(v):.{digits}f}°{hemi}"
+
+
+def _metres_per_unit(bounds: tuple[float, float, float, float], to_map: Transformer) -> float:
+    """Ground metres per map unit along the map's middle row (1 in UTM, cos(lat) in Mercator)."""
+    xmin, ymin, xmax, ymax = bounds
+    yc = (ymin + ymax) / 2
+    (lon0, lon1), (lat0, lat1) = to_map.transform([xmin, xmax], [yc, yc], direction="INVERSE")
+    _, _, dist = _GEOD.inv(lon0, lat0, lon1, lat1)
+    return float(dist) / (xmax - xmin)
+
+
+def _scale_bar(ax: Axes, bounds: tuple[float, float, float, float], to_map: Transformer) -> None:
+    from matplotlib.font_manager import FontProperties
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    xmin, ymin, xmax, ymax = bounds
+    mpu = _metres_per_unit(bounds, to_map)
+    ground = _nice_length((xmax - xmin) * mpu * 0.22)
+    label = f"{ground:g} m" if ground < 1000 else f"{ground / 1000:g} km"
+    bar = AnchoredSizeBar(
+        ax.transData,
+        ground / mpu,
+        label,
+        "lower left",
+        pad=0.45,
+        borderpad=0.7,
+        sep=3,
+        color="black",
+        frameon=True,
+        size_vertical=(ymax - ymin) * 0.008,
+        fontproperties=FontProperties(size=8, weight="bold"),
+    )
+    bar.patch.set_alpha(0.82)
+    bar.patch.set_edgecolor("#555555")
+    bar.set_zorder(20)
+    ax.add_artist(bar)
+
+
+def _nice_length(x: float) -> float:
+    if x <= 0:
+        return 1.0
+    exp = math.floor(math.log10(x))
+    for m in (5, 2, 1):
+        if m * 10**exp <= x:
+            return float(m * 10**exp)
+    return float(10**exp)
+
+
+def _north_arrow(ax: Axes, bounds: tuple[float, float, float, float], to_map: Transformer) -> None:
+    """Arrow to true north (grid north of UTM differs from it by the convergence angle)."""
+    from matplotlib.offsetbox import AnchoredOffsetbox, DrawingArea
+    from matplotlib.patches import FancyArrow
+    from matplotlib.text import Text
+
+    xmin, ymin, xmax, ymax = bounds
+    lon, lat = to_map.transform((xmin + xmax) / 2, (ymin + ymax) / 2, direction="INVERSE")
+    x0, y0 = to_map.transform(lon, lat)
+    x1, y1 = to_map.transform(lon, min(lat + 0.01, 89.9))
+    angle = math.atan2(x1 - x0, y1 - y0)
+    dx, dy = math.sin(angle), math.cos(angle)
+    # Drawn in points inside a small framed box, so it reads on any imagery.
+    area = DrawingArea(26, 44)
+    cx, cy, half = 13.0, 16.0, 13.0
+    area.add_artist(
+        FancyArrow(
+            cx - half * dx, cy - half * dy, 2 * half * dx, 2 * half * dy,
+            width=2.2, head_width=9, head_length=10, length_includes_head=True,
+            color="black",
+        )
+    )  # fmt: skip
+    area.add_artist(
+        Text(cx + (half + 3) * dx, cy + (half + 3) * dy, "N", ha="center", va="bottom",
+             fontsize=10, weight="bold")
+    )  # fmt: skip
+    box = AnchoredOffsetbox(loc="upper right", child=area, pad=0.2, borderpad=0.7, frameon=True)
+    box.patch.set_alpha(0.82)
+    box.patch.set_edgecolor("#555555")
+    box.patch.set_boxstyle("round,pad=0.2")
+    box.set_zorder(21)
+    ax.add_artist(box)
+
+
+def _attributions(bundle: AnswerBundle, look: Quicklook) -> list[str]:
+    """Credits the data licences ask for: imagery drawn, OSM and footprints, models used."""
+    out: list[str] = []
+    for src in look.used:
+        if src.attribution:
+            out.append(src.attribution)
+    for ev in bundle.evidence:
+        prov = ev.provenance
+        if ev.kind != "scene":
+            for value in (prov.get("attribution"), ev.facts.get("attribution")):
+                if isinstance(value, str) and value.strip():
+                    out.extend(v.strip() for v in value.split(";") if v.strip())
+        model = prov.get("model")
+        if isinstance(model, dict) and model.get("name"):
+            lic = model.get("license")
+            out.append(f"Model: {model['name']}" + (f" ({lic})" if lic else ""))
+        elif isinstance(model, str) and model:
+            lic = prov.get("model_license") or prov.get("license")
+            out.append(f"Model: {model}" + (f" ({lic})" if isinstance(lic, str) else ""))
+    return [_plain(a, 160) for a in dict.fromkeys(out)]
+
+
+# --------------------------------------------------------------------------- text helpers
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _plain(text: str, limit: int) -> str:
+    """Short one-line text: no control characters, bounded length."""
+    text = _CONTROL.sub(" ", str(text))
+    text = re.sub(r"\s+", " ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def _wrap(text: str, width: int, max_lines: int) -> str:
+    """Wrapped text for matplotlib, printed as it is ('$' would start mathtext)."""
+    lines = textwrap.wrap(text, width=width, break_long_words=True) or [""]
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 1], lines[max_lines - 1][: width - 1] + "…"]
+    return "\n".join(lines).replace("$", r"\$")
+
+
+__all__: Sequence[str] = (
+    "BandRef",
+    "ImagerySource",
+    "MapRender",
+    "Quicklook",
+    "bundle_layers_geojson",
+    "compose_quicklook",
+    "imagery_sources",
+    "map_crs_for",
+    "render_map",
+    "render_map_png",
+)

@@ -1,0 +1,187 @@
+"""Cloud and cloud-shadow masks with the ONNX U-Nets of ``ukis-csmask`` (DLR, Apache-2.0).
+
+The adapter fixes what the package leaves to the caller: which model variant runs for the
+bands at hand, how nodata is kept out of the prediction, and how many threads inference
+may use. It also holds the agreement measures (Cohen's kappa, F1 per class) used to check
+the models against labelled patches.
+
+Classes: 0 clear, 1 cloud, 2 cloud shadow (the package's own ids).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+CLEAR, CLOUD, SHADOW = 0, 1, 2
+CLASS_NAMES: dict[int, str] = {CLEAR: "clear", CLOUD: "cloud", SHADOW: "cloud_shadow"}
+BANDS_6: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22")
+BANDS_4: tuple[str, ...] = ("blue", "green", "red", "nir")
+PRODUCT_LEVELS = ("l1c", "l2a")
+# The models were trained on imagery resampled to about 30 m (package documentation).
+NATIVE_GSD_M = 30.0
+
+
+class CSMaskUnavailable(RuntimeError):
+    """``ukis-csmask`` (with its onnxruntime extra) is not installed."""
+
+
+def variant_for(
+    available: Sequence[str] | set[str], product_level: str
+) -> tuple[str, tuple[str, ...]]:
+    """Registry name and band order of the best variant for the bands available.
+
+    The 6-band model (with SWIR) separates cloud from bright ground better; the 4-band model
+    is the fallback. Raises ``ValueError`` when even blue, green, red and NIR are not there.
+    """
+    level = product_level.lower()
+    if level not in PRODUCT_LEVELS:
+        raise ValueError(f"product level must be one of {PRODUCT_LEVELS}, not {product_level!r}")
+    have = set(available)
+    if set(BANDS_6) <= have:
+        return f"ukis-csmask-6b-{level}", BANDS_6
+    if set(BANDS_4) <= have:
+        return f"ukis-csmask-4b-{level}", BANDS_4
+    missing = sorted(set(BANDS_4) - have)
+    raise ValueError(f"cloud masking needs at least {list(BANDS_4)}; missing {missing}")
+
+
+def default_threads() -> int:
+    """CPU cores this process may use (cgroup/affinity aware), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class CloudMask:
+    classes: NDArray[np.uint8]  # (rows, cols): 0 clear, 1 cloud, 2 shadow (0 where invalid)
+    valid: NDArray[np.bool_]  # (rows, cols): True where the input had data
+    model_name: str
+    model_version: str
+    model_file: str
+    band_order: tuple[str, ...]
+
+    def fraction(self, cls: int) -> float:
+        """Share of valid pixels in a class (0..1); 0 when nothing is valid."""
+        n = int(np.count_nonzero(self.valid))
+        return float(np.count_nonzero((self.classes == cls) & self.valid)) / n if n else 0.0
+
+
+def run_csmask(
+    reflectance: NDArray[np.floating],
+    band_order: Sequence[str],
+    product_level: str = "l1c",
+    valid: NDArray[np.bool_] | None = None,
+    threads: int | None = None,
+) -> CloudMask:
+    """Segment clouds and shadows in a reflectance cube (rows, cols, bands) in [0, 1].
+
+    ``band_order`` names the bands of the cube by common name (blue, green, red, nir, swir16,
+    swir22); extra bands are ignored. Pixels that are NaN or False in ``valid`` are nodata:
+    they get a neutral fill (the band median) so they do not read as dark shadow to the
+    network near their edges, and they come back as ``valid = False``.
+    """
+    try:
+        from ukis_csmask.mask import CSmask
+    except ImportError as exc:  # the package raises ImportError without onnxruntime
+        raise CSMaskUnavailable(
+            "ukis-csmask is not installed; install it with: pip install 'ukis-csmask[cpu]==1.0.0'"
+        ) from exc
+
+    if reflectance.ndim != 3:
+        raise ValueError("reflectance must have shape (rows, cols, bands)")
+    order = [b.lower() for b in band_order]
+    if len(order) != reflectance.shape[2]:
+        raise ValueError(f"{len(order)} band names for {reflectance.shape[2]} bands")
+    name, needed = variant_for(order, product_level)
+    cube = np.stack([reflectance[:, :, order.index(b)] for b in needed], axis=-1).astype(np.float32)
+
+    ok = np.all(np.isfinite(cube), axis=-1)
+    if valid is not None:
+        ok &= valid.astype(bool)
+    if not ok.any():
+        raise ValueError("the image has no valid pixels")
+    if not ok.all():
+        medians = np.array([np.median(cube[:, :, i][ok]) for i in range(cube.shape[2])], np.float32)
+        cube[~ok] = medians
+
+    n = threads or default_threads()
+    with warnings.catch_warnings():
+        # Images under 256 px are padded by the package; its warning is noise for us.
+        warnings.simplefilter("ignore", UserWarning)
+        cs = CSmask(
+            cube,
+            band_order=list(needed),
+            product_level=product_level.lower(),
+            invalid_buffer=0,
+            intra_op_num_threads=n,
+            inter_op_num_threads=1,
+            providers=["CPUExecutionProvider"],
+        )
+    classes = np.asarray(cs.csm[:, :, 0], dtype=np.uint8).copy()
+    classes[~ok] = CLEAR
+    return CloudMask(
+        classes=classes,
+        valid=ok,
+        model_name=name,
+        model_version=str(cs.model_version),
+        model_file=str(cs.model_file),
+        band_order=needed,
+    )
+
+
+# ---- agreement with labelled patches -------------------------------------------------------
+
+
+def labels_from_patch_mask(msk: NDArray[np.integer]) -> NDArray[np.uint8]:
+    """Map the labelled patches' codes (0 shadow, 1-3 clear, 4 cloud) to the model's ids."""
+    m = np.asarray(msk)
+    if m.ndim == 3:
+        m = m[:, :, 0]
+    out = np.full(m.shape, CLEAR, dtype=np.uint8)
+    out[m == 0] = SHADOW
+    out[m == 4] = CLOUD
+    return out
+
+
+def confusion_matrix(
+    truth: NDArray[np.integer], pred: NDArray[np.integer], n_classes: int = 3
+) -> NDArray[np.int64]:
+    """Rows: reference class; columns: predicted class."""
+    t = np.asarray(truth).ravel().astype(np.int64)
+    p = np.asarray(pred).ravel().astype(np.int64)
+    if t.shape != p.shape:
+        raise ValueError("truth and prediction differ in size")
+    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes
+    )
+
+
+def cohen_kappa(truth: NDArray[np.integer], pred: NDArray[np.integer], n_classes: int = 3) -> float:
+    """Agreement beyond chance: (p_o - p_e) / (1 - p_e)."""
+    cm = confusion_matrix(truth, pred, n_classes).astype(np.float64)
+    n = cm.sum()
+    if n == 0:
+        raise ValueError("no pixels to compare")
+    p_o = np.trace(cm) / n
+    p_e = float((cm.sum(axis=0) * cm.sum(axis=1)).sum()) / n**2
+    return 1.0 if p_e == 1.0 else float((p_o - p_e) / (1.0 - p_e))
+
+
+def f1_per_class(
+    truth: NDArray[np.integer], pred: NDArray[np.integer], n_classes: int = 3
+) -> dict[str, float]:
+    """F1 per class name; NaN for a class absent from both reference and prediction."""
+    cm = confusion_matrix(truth, pred, n_classes).astype(np.float64)
+    out: dict[str, float] = {}
+    for i in range(n_classes):
+        denom = cm[i, :].sum() + cm[:, i].sum()
+        out[CLASS_NAMES.get(i, str(i))] = float(2 * cm[i, i] / denom) if denom else float("nan")
+    return out
