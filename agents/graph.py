@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import time
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -24,6 +24,9 @@ from agents.understand import understand
 from agents.validate import resolve_args, validate_plan
 from agents.writer import template_answer
 from tools.base import ToolResult
+
+_END: Final = "__end__"  # langgraph's END, typed as the literal Command[...] expects
+assert _END == END
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +52,12 @@ def _guard_input(
     }
     if verdict.action == "refuse":
         update.update(status="refused", refusal_reason=verdict.reason)
-        return Command(update=update, goto=END)
+        return Command(update=update, goto=_END)
     if verdict.action == "clarify":
         update.update(
             status="clarify", clarification={"question": verdict.clarify, "candidates": []}
         )
-        return Command(update=update, goto=END)
+        return Command(update=update, goto=_END)
     update["status"] = "go"
     return Command(update=update, goto="plan")
 
@@ -74,7 +77,7 @@ def _plan(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["exec
                 "clarification": {"question": exc.clarify or exc.message, "candidates": []},
                 "timings": {"plan": time.perf_counter() - t0},
             },
-            goto=END,
+            goto=_END,
         )
     problems = validate_plan(plan, ctx.catalog, ctx.settings.max_steps, ctx.settings.max_aoi_km2)
     guard = GuardResult(
@@ -95,7 +98,7 @@ def _plan(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["exec
             status="refused",
             refusal_reason="The plan for this question failed validation: " + problems[0],
         )
-        return Command(update=update, goto=END)
+        return Command(update=update, goto=_END)
     return Command(update=update, goto="execute")
 
 
@@ -177,7 +180,8 @@ def _call_with_timeout(
     pool = cf.ThreadPoolExecutor(max_workers=1)
     future = pool.submit(fn, args, ctx.tool_ctx)
     try:
-        return future.result(timeout=timeout)  # type: ignore[no-any-return]
+        result: ToolResult = future.result(timeout=timeout)
+        return result
     except cf.TimeoutError:
         return ToolResult.fail(
             "timeout", f"the step took longer than {timeout:g} s and was stopped waiting"
@@ -267,7 +271,8 @@ def build_graph(checkpointer: Any = None) -> Any:
     builder.add_node("guard_input", _guard_input)
     builder.add_node("plan", _plan)
     builder.add_node("execute", _execute)
-    builder.add_node("run_step", _run_step)
+    # run_step receives a Send payload (StepTask), not the graph state; stubs cannot express it.
+    builder.add_node("run_step", _run_step)  # type: ignore[arg-type]
     builder.add_node("merge", _merge)
     builder.add_node("write", _write)
     builder.add_node("guard_output", _guard_output)

@@ -54,7 +54,9 @@ def _first(ledger: Iterable[Evidence], kind: str) -> Evidence | None:
 
 
 def _scene_phrase(ev: Evidence) -> str:
-    platform = ev.facts.get("platform") or ev.facts.get("collection") or "image"
+    platform = ev.facts.get("platform") or ev.facts.get("collection") or ""
+    if platform in ("", "unknown"):
+        platform = "image"  # "an unknown scene" would read as if the scene itself were unknown
     when = ev.facts.get("datetime") or ev.facts.get("acquired") or "unknown"
     date = f"acquired {when[:10]}" if when and when != "unknown" else "acquisition date unknown"
     gsd = q(ev, "gsd_m")

@@ -235,10 +235,10 @@ def _one_period(text: str) -> tuple[dt.date, dt.date]:
         r"([a-z]+) (\d{1,2}) (\d{4})", t
     )
     if m:
-        a, b, y = m[1], m[2], int(m[3])
-        day, mon = (a, b) if a.isdigit() else (b, a)
+        first, second, year = m[1], m[2], int(m[3])
+        day, mon = (first, second) if first.isdigit() else (second, first)
         if mon in _MONTHS:
-            d = dt.date(y, _MONTHS[mon], int(day))
+            d = dt.date(year, _MONTHS[mon], int(day))
             return d, d
     raise ValueError(f"cannot read the date {text!r}; use forms like 2020, 2019-06, summer 2019")
 
@@ -251,12 +251,12 @@ def parse_date_range(text: str) -> DateRange:
     low = t.lower()
     m = re.fullmatch(r"(after|since|from) (.+)", low)
     if m:
-        start, end = _one_period(m[2])
-        return DateRange(start=end + dt.timedelta(days=1) if m[1] == "after" else start, end=None)
+        p0, p1 = _one_period(m[2])
+        return DateRange(start=p1 + dt.timedelta(days=1) if m[1] == "after" else p0, end=None)
     m = re.fullmatch(r"(before|until) (.+)", low)
     if m:
-        start, end = _one_period(m[2])
-        return DateRange(start=None, end=start - dt.timedelta(days=1) if m[1] == "before" else end)
+        p0, p1 = _one_period(m[2])
+        return DateRange(start=None, end=p0 - dt.timedelta(days=1) if m[1] == "before" else p1)
     for sep in ("/", " to ", " - ", "..", " until "):
         if sep in low and not re.fullmatch(r"\d{4}-\d{1,2}(-\d{1,2})?", low):
             a, b = low.split(sep, 1)

@@ -569,7 +569,7 @@ def read_bands(
         # The coarsest band sets the default: finer would invent detail it does not have.
         target_m = resolution_m or max(native.values())
         rx, ry = target_m / mx, target_m / my
-        if ref.crs == crs and abs(ref.res[0] - rx) / rx < 1e-3:
+        if abs(ref.res[0] - rx) / rx < 1e-3:
             rx, ry = ref.res  # keep the file's exact grid
         if max_dim:
             scale = max((window[2] - window[0]) / rx, (window[3] - window[1]) / ry) / max_dim
@@ -608,6 +608,7 @@ def read_bands(
 
         raw: dict[str, NDArray[np.float32]] = {}
         rad = radiometry_for(scene, ref.dtypes[0])
+        declared_nodata = ref.nodata is not None
         grid_m = math.sqrt(rx * mx * ry * my)
         for b in bands:
             asset, idx = locs[b]
@@ -625,7 +626,7 @@ def read_bands(
                 arr[arr == 0] = np.nan
             raw[b] = arr
 
-    if rad.name == "8-bit imagery" and ref.nodata is None:
+    if rad.name == "8-bit imagery" and not declared_nodata:
         # Mosaics without declared nodata are black outside the imaged area.
         black = np.all(np.stack([raw[b] == 0 for b in bands]), axis=0)
         for b in bands:

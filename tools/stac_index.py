@@ -493,8 +493,20 @@ def _raster_asset(
     )
 
 
+_DESCRIPTION_NAMES = {
+    "red": "red", "green": "green", "blue": "blue", "nir": "nir", "near-infrared": "nir",
+    "near infrared": "nir", "swir16": "swir16", "swir22": "swir22", "pan": "pan",
+    "panchromatic": "pan", "coastal": "coastal",
+}  # fmt: skip
+
+
 def _colorinterp_bands(ds: rasterio.DatasetReader) -> list[str]:
-    return [_COLORINTERP_NAMES.get(ci.name, f"b{i}") for i, ci in enumerate(ds.colorinterp, 1)]
+    """Band names from the file: band descriptions that name a band, else colour tags."""
+    names = []
+    for i, (ci, desc) in enumerate(zip(ds.colorinterp, ds.descriptions, strict=False), 1):
+        from_desc = _DESCRIPTION_NAMES.get((desc or "").strip().lower())
+        names.append(from_desc or _COLORINTERP_NAMES.get(ci.name, f"b{i}"))
+    return names
 
 
 def _resolve_datetime(entry: DatasetDescriptor | None, path: Path) -> dt.datetime | None:
