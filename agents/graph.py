@@ -16,9 +16,21 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
 from agents.guards import clean_question, guard_input, guard_output
+from agents.llm import LLMUnavailable
+from agents.llm_planner import llm_plan
+from agents.llm_writer import PRIMARY_KINDS, llm_write
 from agents.merge import merge_results
 from agents.planner import PlanningError, rule_plan
-from agents.schemas import Answer, Clarification, Evidence, GuardResult, Plan, PlanStep, TraceEntry
+from agents.schemas import (
+    Answer,
+    Clarification,
+    Evidence,
+    GuardResult,
+    LLMCall,
+    Plan,
+    PlanStep,
+    TraceEntry,
+)
 from agents.state import GraphContext, InputState, State, StepTask
 from agents.understand import understand
 from agents.validate import resolve_args, validate_plan
@@ -68,17 +80,24 @@ def _plan(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["exec
     from agents.understand import QuestionFacts
 
     facts = QuestionFacts.model_validate(state["facts"])
-    try:
-        plan = rule_plan(facts, bbox=state.get("bbox"), raster=state.get("raster"))
-    except PlanningError as exc:
-        return Command(
-            update={
-                "status": "clarify",
-                "clarification": {"question": exc.clarify or exc.message, "candidates": []},
-                "timings": {"plan": time.perf_counter() - t0},
-            },
-            goto=_END,
-        )
+    llm_plan_, note, calls, guards = _try_llm_plan(state, ctx, facts)
+    if llm_plan_ is not None:
+        plan = llm_plan_
+    else:
+        try:
+            plan = rule_plan(facts, bbox=state.get("bbox"), raster=state.get("raster"))
+        except PlanningError as exc:
+            return Command(
+                update={
+                    "status": "clarify",
+                    "clarification": {"question": exc.clarify or exc.message, "candidates": []},
+                    "timings": {"plan": time.perf_counter() - t0},
+                    "llm_calls": calls,
+                    "guardrails": guards,
+                    "notes": {"planner": note},
+                },
+                goto=_END,
+            )
     problems = validate_plan(plan, ctx.catalog, ctx.settings.max_steps, ctx.settings.max_aoi_km2)
     guard = GuardResult(
         name="plan.valid",
@@ -89,9 +108,11 @@ def _plan(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["exec
     )
     update: dict[str, Any] = {
         "plan": plan.model_dump(mode="json"),
-        "guardrails": [guard.model_dump()],
+        "guardrails": [*guards, guard.model_dump()],
         "timings": {"plan": time.perf_counter() - t0},
         "results": {},
+        "llm_calls": calls,
+        "notes": {"planner": note},
     }
     if problems:
         update.update(
@@ -190,6 +211,67 @@ def _call_with_timeout(
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _calls(role: str, completions: list[Any], outcome: str) -> list[dict[str, Any]]:
+    return [
+        LLMCall(
+            role=role,
+            model=c.model,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            seconds=round(c.seconds, 3),
+            json_mode=c.json_mode,
+            outcome=outcome if i == len(completions) - 1 else "rejected",
+        ).model_dump()
+        for i, c in enumerate(completions)
+    ]
+
+
+def _try_llm_plan(
+    state: State, ctx: GraphContext, facts: Any
+) -> tuple[Plan | None, str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The LLM's plan, or None with the reason the rule planner is used instead."""
+    if ctx.settings.planner == "rules":
+        return None, "rules: chosen in settings (GEOSCOUT_PLANNER=rules)", [], []
+    if ctx.llm is None:
+        return None, "rules: no language model in this run", [], []
+    try:
+        chat = ctx.llm("planner")
+    except LLMUnavailable as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        return None, f"rules: {exc.reason}{hint}", [], []
+    s = ctx.settings
+    attempt = llm_plan(
+        chat,
+        state.get("question", ""),
+        facts,
+        ctx.catalog,
+        today=ctx.today,
+        max_steps=s.max_steps,
+        max_aoi_km2=s.max_aoi_km2,
+        bbox=state.get("bbox"),
+        raster=state.get("raster"),
+    )
+    guards: list[dict[str, Any]] = []
+    if attempt.pruned:
+        guards.append(
+            GuardResult(
+                name="plan.pruned", passed=True, detail="; ".join(attempt.pruned)[:600]
+            ).model_dump()
+        )
+    if attempt.plan is not None:
+        how = "valid after one repair" if attempt.repaired else "valid without repair"
+        calls = _calls("planner", attempt.calls, "used")
+        guards.append(GuardResult(name="plan.llm", passed=True, detail=how).model_dump())
+        return attempt.plan, f"{chat.name}: plan {how}", calls, guards
+    if attempt.error:
+        why = f"the model call failed ({attempt.error})"
+    else:
+        why = "its plan was invalid after one repair: " + "; ".join(attempt.problems[:3])
+    calls = _calls("planner", attempt.calls, "rejected")
+    guards.append(GuardResult(name="plan.llm", passed=False, detail=why[:600]).model_dump())
+    return None, f"rules: fallback from {chat.name}, {why}"[:800], calls, guards
+
+
 def trace_from(plan: Plan, results: dict[str, dict[str, Any]]) -> list[TraceEntry]:
     trace: list[TraceEntry] = []
     for step in plan.steps:
@@ -233,8 +315,9 @@ def _merge(state: State) -> dict[str, Any]:
     }
 
 
-def _write(state: State) -> dict[str, Any]:
+def _write(state: State, runtime: Runtime[GraphContext]) -> dict[str, Any]:
     t0 = time.perf_counter()
+    ctx = runtime.context
     plan = Plan.model_validate(state["plan"])
     ledger = [Evidence.model_validate(e) for e in state.get("evidence", [])]
     trace = trace_from(plan, state.get("results", {}))
@@ -248,17 +331,85 @@ def _write(state: State) -> dict[str, Any]:
             update["clarification"] = Clarification(
                 question=f"{t.error} Which one do you mean? {listed}".strip(), candidates=cands
             ).model_dump()
-    answer = template_answer(plan.intent, ledger, trace, state.get("question", ""))
+    question = state.get("question", "")
+    answer = template_answer(plan.intent, ledger, trace, question)
+    note = "template: chosen in settings (GEOSCOUT_WRITER=template)"
+    if update.get("status") == "clarify":
+        note = "template: the answer is a clarification question"
+    elif ctx.settings.writer != "template":
+        answer, note, calls, guards = _try_llm_write(ctx, question, ledger, trace, answer)
+        update["llm_calls"] = calls
+        update["guardrails"] = guards
     update["answer"] = answer.model_dump()
+    update["notes"] = {"writer": note}
     update["timings"] = {"write": time.perf_counter() - t0}
     return update
+
+
+def _try_llm_write(
+    ctx: GraphContext,
+    question: str,
+    ledger: list[Evidence],
+    trace: list[TraceEntry],
+    template: Answer,
+) -> tuple[Answer, str, list[dict[str, Any]], list[dict[str, Any]]]:
+    if ctx.llm is None:
+        return template, "template: no language model in this run", [], []
+    if not ledger:
+        return template, "template: no evidence to write from", [], []
+    if not any(e.kind in PRIMARY_KINDS for e in ledger):
+        # Nothing was measured: "what failed and what would work" is the template's job, and
+        # a small model tends to fill the gap with numbers from the place or the scene.
+        return (
+            template,
+            "template: no measurement to report (the steps that measure failed)",
+            [],
+            [],
+        )
+    try:
+        chat = ctx.llm("writer")
+    except LLMUnavailable as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        return template, f"template: {exc.reason}{hint}", [], []
+    attempt = llm_write(chat, question, ledger, trace, template.caveats)
+    guards = [g.model_dump() for g in attempt.guards]
+    if attempt.answer is not None:
+        how = "after one revision" if attempt.revised else "first draft passed the output guard"
+        return (
+            attempt.answer,
+            f"{chat.name}: {how}",
+            _calls("writer", attempt.calls, "used"),
+            guards,
+        )
+    if attempt.error:
+        why = f"the model call failed ({attempt.error})"
+    else:
+        why = "its answer failed the output guard after one revision"
+    guards.append(
+        GuardResult(
+            name="writer.fallback", passed=True, detail=f"template writer used: {why}"
+        ).model_dump()
+    )
+    calls = _calls("writer", attempt.calls, "rejected")
+    return template, f"template: fallback from {chat.name}, {why}", calls, guards
+
+
+def _trace_reports(state: State) -> list[str]:
+    """Error and hint texts of failed steps (numbers there are the tools' own words)."""
+    if not state.get("plan"):
+        return []
+    trace = trace_from(Plan.model_validate(state["plan"]), state.get("results", {}))
+    return [
+        f"{t.error or ''} {t.hint or ''}" for t in trace if t.status in ("error", "unavailable")
+    ]
 
 
 def _guard_output(state: State) -> dict[str, Any]:
     t0 = time.perf_counter()
     ledger = [Evidence.model_validate(e) for e in state.get("evidence", [])]
     answer = Answer.model_validate(state["answer"])
-    checked, results = guard_output(answer, ledger, state.get("question", ""))
+    reports = _trace_reports(state)
+    checked, results = guard_output(answer, ledger, state.get("question", ""), reports)
     return {
         "answer": checked.model_dump(),
         "guardrails": [g.model_dump() for g in results],

@@ -13,7 +13,11 @@ _NUM = re.compile(
     r"(?<![\w.])[-−]?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])[-−]?\d+(?:\.\d+)?(?![\w])"
 )
 _CITE = re.compile(r"\[(E\d+)\]")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
+# Sentence ends, but not after abbreviations ("McFeeters et al. 1996", "e.g. 2020").
+_SENTENCE = re.compile(
+    r"(?<=[.!?])(?<!\bal\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bapprox\.)(?<!\bca\.)(?<!\bvs\.)"
+    r"\s+(?=[A-Z0-9])"
+)
 
 
 class InputVerdict:
@@ -113,33 +117,82 @@ def guard_input(
     return InputVerdict("go", guards=guards)
 
 
-def _numbers(text: str) -> list[tuple[str, float]]:
+# A unit written right after a number, and the evidence units it may stand for. A number
+# with a unit must match a value in that unit: "488,000 km²" cannot borrow a population.
+_UNIT_AFTER = re.compile(
+    r"\s?(km²|km2|sq\.? ?km|square kilomet\w*|km|kilomet\w*|m²|m2|square met\w*|%|"
+    r"per ?cent|ha|hectares?|m|met(?:re|er)s?)(?![\w²])",
+    re.IGNORECASE,
+)
+_UNIT_CANON = {
+    "km²": "km2", "km2": "km2", "sq km": "km2", "sq. km": "km2", "sq.km": "km2", "sqkm": "km2",
+    "km": "km", "m²": "m2", "m2": "m2", "%": "%", "percent": "%", "per cent": "%",
+    "ha": "ha", "m": "m",
+}  # fmt: skip
+
+
+def _unit_after(text: str, end: int) -> str | None:
+    m = _UNIT_AFTER.match(text, end)
+    if not m:
+        return None
+    u = m.group(1).lower()
+    if u.startswith("square kilomet"):
+        return "km2"
+    if u.startswith("kilomet"):
+        return "km"
+    if u.startswith("square met"):
+        return "m2"
+    if u.startswith("hectare"):
+        return "ha"
+    if u.startswith("met"):
+        return "m"
+    return _UNIT_CANON.get(u, u)
+
+
+def _numbers_with_units(text: str) -> list[tuple[str, float, str | None]]:
     out = []
     for m in _NUM.finditer(text):
         raw = m.group(0)
         try:
-            out.append((raw, float(raw.replace(",", "").replace("−", "-"))))
+            value = float(raw.replace(",", "").replace("−", "-"))
         except ValueError:
             continue
+        out.append((raw, value, _unit_after(text, m.end())))
     return out
 
 
-def _allowed_numbers(evs: list[Evidence]) -> list[float]:
-    vals: list[float] = []
+def _allowed_numbers(evs: list[Evidence]) -> list[tuple[float, str | None]]:
+    """(value, unit) pairs a sentence citing ``evs`` may state; unit None: unit unknown.
+
+    Numbers inside facts (dates, ids, coordinates in a name) carry the unit "=exact": they
+    may be quoted, never rounded ("10 buildings" must not pass on a longitude of 10.4).
+    """
+    vals: list[tuple[float, str | None]] = []
     for ev in evs:
         for qv in ev.values.values():
-            vals.append(qv.value)
+            unit = _UNIT_CANON.get(qv.unit, qv.unit)
+            vals.append((qv.value, unit))
             if qv.uncertainty is not None:
-                vals.append(qv.uncertainty)
+                vals.append((qv.uncertainty, unit))
         for fact in ev.facts.values():
-            vals.extend(v for _, v in _numbers(fact))
+            vals.extend((v, f"={u or ''}") for _, v, u in _numbers_with_units(fact))
     return vals
 
 
-def _matches(raw: str, value: float, allowed: list[float]) -> bool:
+def _matches(
+    raw: str, value: float, allowed: list[tuple[float, str | None]], unit: str | None = None
+) -> bool:
     decimals = len(raw.split(".")[1]) if "." in raw else 0
     half_step = 0.5 * 10 ** (-decimals)
-    for a in allowed:
+    for a, a_unit in allowed:
+        if a_unit is not None and a_unit.startswith("="):  # quoted from a fact: exact only
+            fact_unit = a_unit[1:] or None
+            unit_ok = unit is None or fact_unit == unit or (fact_unit is None and unit == "%")
+            if unit_ok and abs(abs(value) - abs(a)) < 1e-9:
+                return True
+            continue
+        if unit is not None and a_unit is not None and a_unit != unit:
+            continue
         tol = max(half_step * 1.0001, abs(a) * 0.005)
         if abs(abs(value) - abs(a)) <= tol:
             return True
@@ -158,9 +211,13 @@ def sanitize_text(text: str) -> tuple[str, bool]:
 
 
 def guard_output(
-    answer: Answer, ledger: list[Evidence], question: str
+    answer: Answer, ledger: list[Evidence], question: str, reports: list[str] | None = None
 ) -> tuple[Answer, list[GuardResult]]:
-    """Check citations and numbers sentence by sentence; sanitise markup."""
+    """Check citations and numbers sentence by sentence; sanitise markup.
+
+    ``reports`` are the trace's own error and hint messages (a failed step's "nearest
+    imagery is 25 km away"): an answer may repeat their numbers when saying what failed.
+    """
     results: list[GuardResult] = []
     text, changed = sanitize_text(answer.text)
     results.append(
@@ -182,15 +239,18 @@ def guard_output(
             else f"{len(set(cited))} cited ids exist",
         )
     )
-    question_numbers = [v for _, v in _numbers(question)]
+    question_numbers = [(v, u) for _, v, u in _numbers_with_units(question)]
+    for report in reports or []:
+        question_numbers += [(v, u) for _, v, u in _numbers_with_units(report)]
     bad: list[str] = []
     for sentence in _SENTENCE.split(text):
         sent_cites = [ids[c] for c in _CITE.findall(sentence) if c in ids]
         allowed = _allowed_numbers(sent_cites) + question_numbers
         body = _CITE.sub("", sentence)
-        for raw, value in _numbers(body):
-            if not _matches(raw, value, allowed):
-                bad.append(f"{raw!r} in “{sentence[:80]}”")
+        for raw, value, unit in _numbers_with_units(body):
+            if not _matches(raw, value, allowed, unit):
+                shown = f"{raw} {unit}" if unit else raw
+                bad.append(f"{shown!r} in “{sentence[:80]}”")
     results.append(
         GuardResult(
             name="output.numbers_cited",

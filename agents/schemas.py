@@ -74,6 +74,18 @@ class LLMUsage(BaseModel):
     model: str = "none"
 
 
+class LLMCall(BaseModel):
+    """One chat completion made for this answer."""
+
+    role: Literal["planner", "writer"]
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    json_mode: str = "text"
+    outcome: str = ""
+
+
 class Cost(BaseModel):
     seconds: float = 0.0
     steps: dict[str, float] = Field(default_factory=dict, description="wall seconds per node/step")
@@ -112,6 +124,9 @@ class AnswerBundle(BaseModel):
     evidence: list[Evidence] = Field(default_factory=list)
     plan: list[PlanStep] = Field(default_factory=list)
     planner: str = "rules"
+    planner_note: str = Field(default="", description="why this planner: model, repair, fallback")
+    writer_note: str = Field(default="", description="why this writer: model, revision, fallback")
+    llm_calls: list[LLMCall] = Field(default_factory=list)
     trace: list[TraceEntry] = Field(default_factory=list)
     layers: dict[str, Any] = Field(
         default_factory=lambda: {"type": "FeatureCollection", "features": []}

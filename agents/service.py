@@ -7,7 +7,7 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from agents.schemas import (
     Clarification,
     Evidence,
     GuardResult,
+    LLMCall,
     LLMUsage,
     Plan,
 )
@@ -32,9 +33,17 @@ log = logging.getLogger(__name__)
 class Assistant:
     """Owns the services, the compiled graph and its SQLite checkpointer."""
 
-    def __init__(self, settings: Settings, today: dt.date | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        today: dt.date | None = None,
+        llm: Callable[[str], Any] | None = None,
+    ) -> None:
+        """``llm`` maps a role ("planner", "writer") to a chat model, replacing the
+        configured one (tests and evals pass scripted models here)."""
         self.settings = settings
         self.today = today
+        self._llm = llm
         self.services = Services(settings)
         self.catalog = tool_catalog()
         self._conn: sqlite3.Connection | None = None
@@ -71,6 +80,7 @@ class Assistant:
             catalog=self.catalog,
             tool_ctx=self.services.tool_context(today=today, upload_dirs=upload_dirs),
             today=today,
+            llm=self._llm or self.services.chat_model,
         )
 
     def stream(
@@ -88,14 +98,14 @@ class Assistant:
             "max_concurrency": self.settings.parallel_steps,
         }
         meter = CostMeter(self.settings.cpu_watts, self.settings.grid_gco2_per_kwh)
-        meter.start()
+        meter.start(self.services.server_pids())
         t0 = time.perf_counter()
         ctx = self._context(upload_dirs)
         payload = {"question": question, "bbox": bbox, "raster": raster}
         for update in self.graph.stream(payload, config, context=ctx, stream_mode="updates"):
             yield "update", update
         state = self.graph.get_state(config).values
-        meter.server_pids = self.services.server_pids()
+        meter.server_pids = self.services.server_pids()  # servers started during the run
         seconds = time.perf_counter() - t0
         yield "bundle", self._bundle(question, state, thread_id, seconds, meter)
 
@@ -128,7 +138,18 @@ class Assistant:
             # The failed geocoding step is the reason for the question, not news to report.
             answer = Answer(text=clar.question, writer="guard", caveats=answer.caveats)
         steps = dict(state.get("timings", {}))
-        cost = meter.finish(seconds, steps, LLMUsage(model="none (rule planner, template writer)"))
+        calls = [LLMCall.model_validate(c) for c in state.get("llm_calls", [])]
+        usage = LLMUsage(
+            prompt_tokens=sum(c.prompt_tokens for c in calls),
+            completion_tokens=sum(c.completion_tokens for c in calls),
+            model=", ".join(dict.fromkeys(c.model for c in calls))
+            or "none (rule planner, template writer)",
+        )
+        remote = usage.prompt_tokens + usage.completion_tokens if self.settings.llm_base_url else 0
+        cost = meter.finish(
+            seconds, steps, usage, remote, self.settings.remote_llm_wh_per_1k_tokens
+        )
+        notes = state.get("notes", {})
         return AnswerBundle(
             question=question,
             refused=status == "refused",
@@ -138,6 +159,9 @@ class Assistant:
             evidence=[Evidence.model_validate(e) for e in state.get("evidence", [])],
             plan=plan.steps,
             planner=plan.planner,
+            planner_note=notes.get("planner", ""),
+            writer_note=notes.get("writer", ""),
+            llm_calls=calls,
             trace=trace,
             layers=state.get("layers") or {"type": "FeatureCollection", "features": []},
             cost=cost,

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
@@ -18,7 +18,11 @@ EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="GEOSCOUT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="GEOSCOUT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
     )
 
     profile: Literal["offline", "online"] = "offline"
@@ -40,6 +44,28 @@ class Settings(BaseSettings):
     vlm_model: str | None = None
     vlm_api_key: SecretStr | None = None
 
+    # Planner and writer. "auto": the LLM when one is reachable (a configured endpoint, else
+    # the embedded model when its packages are installed), the rules/template otherwise.
+    planner: Literal["auto", "llm", "rules"] = "auto"
+    writer: Literal["auto", "llm", "template"] = "auto"
+    # Any OpenAI-compatible server. Unset: the embedded llama.cpp server (xllamacpp).
+    llm_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("GEOSCOUT_LLM_BASE_URL", "OPENAI_BASE_URL")
+    )
+    llm_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("GEOSCOUT_LLM_API_KEY", "OPENAI_API_KEY")
+    )
+    planner_model: str | None = None  # default: the server's (first) model
+    writer_model: str | None = None  # default: the planner's model
+    # How to ask for JSON: "auto" picks from the model's capabilities (see agents/llm.py).
+    llm_json_mode: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
+    llm_timeout_s: float = Field(default=300.0, gt=0)
+    llm_temperature: float = Field(default=0.0, ge=0, le=2)
+    llm_max_tokens: int = Field(default=1024, ge=64, le=32_768)
+    # Embedded server: context length and CPU threads (0: all cores).
+    llm_ctx: int = Field(default=8192, ge=1024, le=131_072)
+    llm_threads: int = Field(default=0, ge=0, le=256)
+
     # Limits (budgets checked by the plan guard and the tools).
     max_question_chars: int = Field(default=2_000, ge=10, le=100_000)
     max_aoi_km2: float = Field(default=5_000.0, gt=0)
@@ -53,6 +79,9 @@ class Settings(BaseSettings):
     # Energy and CO2 estimate (see agents/cost.py for the method).
     cpu_watts: float = Field(default=15.0, gt=0, description="Average draw per busy core, W")
     grid_gco2_per_kwh: float = Field(default=400.0, ge=0)
+    # Energy of tokens served by a remote LLM (OPENAI_BASE_URL), which no local CPU counter
+    # sees; order-of-magnitude figure for a GPU-served mid-size model.
+    remote_llm_wh_per_1k_tokens: float = Field(default=0.3, ge=0)
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -69,7 +98,7 @@ class Settings(BaseSettings):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value
 
-    @field_validator("stac_url", "vlm_base_url")
+    @field_validator("stac_url", "vlm_base_url", "llm_base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value in (None, ""):
@@ -94,8 +123,9 @@ class Settings(BaseSettings):
     def describe(self) -> dict[str, Any]:
         """Settings safe to show or log: secrets masked."""
         d = self.model_dump(mode="json")
-        if self.vlm_api_key is not None:
-            d["vlm_api_key"] = "***"
+        for key in ("vlm_api_key", "llm_api_key"):
+            if getattr(self, key) is not None:
+                d[key] = "***"
         return d
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
@@ -35,6 +36,8 @@ class State(TypedDict, total=False):
     answer: dict[str, Any]
     guardrails: Annotated[list[dict[str, Any]], operator.add]
     timings: Annotated[dict[str, float], merge_dicts]
+    llm_calls: Annotated[list[dict[str, Any]], operator.add]
+    notes: Annotated[dict[str, str], merge_dicts]  # "planner" / "writer": who and why
 
 
 class InputState(TypedDict, total=False):
@@ -58,3 +61,5 @@ class GraphContext:
     catalog: dict[str, ToolSpec]
     tool_ctx: ToolContext
     today: dt.date
+    # role ("planner" | "writer") -> chat model; raises agents.llm.LLMUnavailable. None: no LLM.
+    llm: Callable[[str], Any] | None = None

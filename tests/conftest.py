@@ -7,6 +7,14 @@ from pathlib import Path
 
 import pytest
 
+# Unit tests never start the embedded LLM (1.1 GB, slow on CPU) nor reach a configured
+# one: they use the rule planner and template writer unless a test wires a scripted fake
+# chat model. Tests marked `llm` opt into the real model explicitly.
+os.environ["GEOSCOUT_PLANNER"] = "rules"
+os.environ["GEOSCOUT_WRITER"] = "template"
+for _var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "GEOSCOUT_LLM_BASE_URL", "GEOSCOUT_LLM_API_KEY"):
+    os.environ.pop(_var, None)
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

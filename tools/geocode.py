@@ -634,7 +634,8 @@ def radius_for_population(population: int | None, scale: str = "auto") -> float:
 
 _WIDE_WORDS = r"port of|harbou?r of|port|harbou?rs?|docks?|seaport|surroundings|metropolitan area|metro area|greater"
 _CENTRAL_WORDS = (
-    r"downtown|city cent(?:re|er)|town cent(?:re|er)|cent(?:re|er) of|old town|cent(?:re|er)"
+    r"downtown|city cent(?:re|er)|town cent(?:re|er)|cent(?:re|er) of|old town|cent(?:re|er)|"
+    r"central|inner city|inner"
 )
 _NEUTRAL_WORDS = r"city of|town of|village of|the city|the town|city|town|village|area|municipality|near|around|the"
 _DESCRIPTOR = re.compile(
@@ -864,6 +865,23 @@ def resolve_offline(text: str, scale: Scale, gaz: Gazetteer) -> Resolved:
         missing, regs = fallback
         # Prefer the most specific region a qualifier names (a state over a country).
         region = sorted(regs, key=lambda r: 0 if r.kind == "us_state" else 1)[0]
+        if region.kind == "country":
+            # A whole country is no stand-in for a town: "Nowhereville, Mexico" must not
+            # quietly become Mexico (a state still is a usable, stated approximation).
+            suggestions = gaz.suggest(missing)
+            hint = (
+                "Check the spelling, give coordinates (e.g. 21.88 N, 102.29 W) or draw the area "
+                "on the map."
+            )
+            if suggestions:
+                hint = f"Did you mean {' or '.join(suggestions)}? " + hint
+            raise GeoScoutToolError(
+                "not_found",
+                f"“{missing}” in {region.name} is not in the offline gazetteer of places with "
+                "500 or more people.",
+                hint=hint,
+                candidates=suggestions,
+            )
         res = _region_aoi(gaz, region, scale)
         res.caveats.insert(
             0,

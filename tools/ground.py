@@ -15,7 +15,6 @@ model's text is untrusted: only parsed numbers and sanitised short labels are ke
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import io
 import re
 from collections import Counter
@@ -32,6 +31,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.ops import unary_union
 
 from models.vlm import MAX_DETECTIONS, Detection, GroundingAnswer, VLMClient, VLMError
+from prompts import load_prompt
 from tools.base import (
     EvidenceDraft,
     GeoScoutToolError,
@@ -57,14 +57,6 @@ UNAVAILABLE_HINT = (
     "(for example Qwen2.5-VL served by vLLM); offline, GeoScout can still measure water, "
     "vegetation and clouds, and count mapped buildings from OpenStreetMap."
 )
-
-
-def load_prompt(name: str) -> str:
-    """A prompt template from the prompts/ folder, without its leading HTML comment."""
-    if not re.fullmatch(r"[a-z0-9_]+", name):
-        raise ValueError(f"bad prompt name {name!r}")
-    text = importlib.resources.files("prompts").joinpath(f"{name}.md").read_text("utf-8")
-    return re.sub(r"<!--.*?-->", "", text, flags=re.S).strip()
 
 
 class GroundArgs(BaseModel):

@@ -78,6 +78,22 @@ def test_guard_accepts_rounded_numbers_and_question_numbers() -> None:
     assert {r.name: r for r in results}["output.numbers_cited"].passed
 
 
+def test_guard_checks_the_unit_written_after_a_number() -> None:
+    ledger = _ledger()
+    ledger[0].values["population"] = Quantity(value=488_000, unit="people")
+    for text, ok in [
+        ("About 488,000 people live in Accomac [E1].", True),
+        ("There are 488,000 km² of road in Accomac [E1].", False),  # a population, not an area
+        ("About 3.42 square kilometres is water [E3].", True),
+        ("About 3.42 km of shoreline [E3].", False),  # an area is not a length
+        ("The water share is 11.9 percent [E3].", True),
+        ("The pixels are 10 metres wide [E2].", True),
+        ("The pixels are 10 km wide [E2].", False),
+    ]:
+        _, results = guard_output(Answer(text=text, caveats=["c"]), ledger, "q")
+        assert {r.name: r for r in results}["output.numbers_cited"].passed is ok, text
+
+
 def test_sanitiser_removes_html_scripts_and_remote_images() -> None:
     text, changed = sanitize_text(
         "Water <script>alert(1)</script> ![x](http://evil/p.png) [click](javascript:alert(1)) ok"
@@ -175,3 +191,20 @@ def test_unavailable_step_is_said_plainly() -> None:
     ]
     answer = template_answer("detect", [], trace, "Count the ships")
     assert "vision-language model" in answer.text and "GEOSCOUT_VLM_BASE_URL" in answer.text
+
+
+def test_guard_keeps_et_al_inside_its_sentence_and_quotes_facts_exactly() -> None:
+    ledger = _ledger()
+    ledger[2].facts["method"] = "NDVI > 0.3 (Tucker et al. 1979)"
+    ledger[0].facts["name"] = "Point 10.4°N, 20.1°E"
+    ok = Answer(
+        text="Vegetation uses NDVI > 0.3 (Tucker et al. 1979) on 3.42 km² [E3].", caveats=["c"]
+    )
+    _, results = guard_output(ok, ledger, "q")
+    assert {r.name: r for r in results}["output.numbers_cited"].passed
+    bad = Answer(text="There are 10 buildings at the point [E1].", caveats=["c"])
+    _, results = guard_output(bad, ledger, "q")
+    assert not {r.name: r for r in results}["output.numbers_cited"].passed
+    quoted = Answer(text="The point is at 10.4°N [E1].", caveats=["c"])
+    _, results = guard_output(quoted, ledger, "q")
+    assert {r.name: r for r in results}["output.numbers_cited"].passed

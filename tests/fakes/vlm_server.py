@@ -23,8 +23,17 @@ Reply = str | Callable[[dict[str, Any]], str]
 class FakeVLMServer:
     """Usage: ``with FakeVLMServer(reply='[]') as srv: client(base_url=srv.base_url)``."""
 
-    def __init__(self, reply: Reply = "[]", *, delay_s: float = 0.0, status: int = 200) -> None:
+    def __init__(
+        self,
+        reply: Reply = "[]",
+        *,
+        delay_s: float = 0.0,
+        status: int = 200,
+        reject: Callable[[dict[str, Any]], str | None] | None = None,
+    ) -> None:
         self.replies: list[Reply] = [reply]
+        # reject(body) -> an error message answered with 400 (e.g. an unsupported option)
+        self.reject = reject
         self.delay_s = delay_s
         self.status = status
         self.requests: list[dict[str, Any]] = []
@@ -77,6 +86,10 @@ class FakeVLMServer:
                     return
                 if fake.status != 200:
                     self._send(fake.status, {"error": {"message": f"scripted {fake.status}"}})
+                    return
+                refusal = fake.reject(body) if fake.reject else None
+                if refusal:
+                    self._send(400, {"error": {"message": refusal, "type": "invalid_request"}})
                     return
                 text = fake._next_reply(body)
                 self._send(

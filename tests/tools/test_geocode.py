@@ -486,3 +486,15 @@ def test_nominatim_down_is_service_unreachable() -> None:
 def test_online_coordinates_need_no_network() -> None:
     res = ok(geocode(_online("http://127.0.0.1:9"), "lat 47.02 lon -99.15"))
     assert res.outputs["place"]["kind"] == "coordinates"
+
+
+def test_unknown_town_in_a_country_is_not_the_whole_country(ctx: ToolContext) -> None:
+    res = geocode(ctx, "Nowhereville, Mexico")
+    assert res.status == "error" and res.error is not None
+    assert res.error.code == "not_found" and "Nowhereville" in res.error.message
+
+
+def test_central_is_a_scale_word_not_part_of_the_name(ctx: ToolContext) -> None:
+    res = ok(geocode(ctx, "Central Aguascalientes, Mexico"))
+    assert res.outputs["place"]["name"].startswith("Aguascalientes")
+    assert any("central" in c for c in res.caveats)
