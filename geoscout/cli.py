@@ -18,6 +18,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_CLARIFY = 0, 1, 2, 3, 4
 
@@ -52,10 +53,10 @@ def _setup_logging(verbose: bool, log_file: Path) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _settings(profile: str | None, data_dir: list[Path] | None) -> Any:
+def _settings(profile: str | None, data_dir: list[Path] | None, **extra: Any) -> Any:
     from agents.settings import Settings
 
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
     if profile:
         overrides["profile"] = profile
     if data_dir:
@@ -98,12 +99,16 @@ def ask(
     ] = None,
     profile: Annotated[str | None, typer.Option(help="offline (default) or online.")] = None,
     data_dir: Annotated[list[Path] | None, typer.Option(help="Data folder (repeatable).")] = None,
+    planner: Annotated[
+        str | None, typer.Option(help="auto (default: the LLM when available), llm or rules.")
+    ] = None,
+    writer: Annotated[str | None, typer.Option(help="auto (default), llm or template.")] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
     ] = False,
 ) -> None:
     """Answer a question and cite the evidence."""
-    settings = _settings(profile, data_dir)
+    settings = _settings(profile, data_dir, planner=planner, writer=writer)
     _setup_logging(verbose, Path(settings.cache_dir).parent / "geoscout.log")
     q = question.strip()
     if not q:
@@ -130,7 +135,7 @@ def ask(
     from agents.service import Assistant
 
     with Assistant(settings) as assistant:
-        bundle = assistant.ask(q, bbox=box, raster=raster_arg, upload_dirs=upload_dirs)
+        bundle = _ask_with_progress(assistant, q, box, raster_arg, upload_dirs)
         written: dict[str, Path] = {}
         if out_dir is not None:
             from agents.report import write_bundle
@@ -144,6 +149,31 @@ def ask(
         raise typer.Exit(EXIT_REFUSED)
     if bundle.clarification is not None:
         raise typer.Exit(EXIT_CLARIFY)
+
+
+_PROGRESS = {
+    "guard_input": "Planning (a local LLM takes up to a minute on a small CPU)...",
+    "plan": "Running the plan...",
+    "run_step": "Running the plan...",
+    "merge": "Writing the answer...",
+    "write": "Checking the answer...",
+}
+
+
+def _ask_with_progress(
+    assistant: Any, q: str, box: list[float] | None, raster: str | None, uploads: list[Path]
+) -> Any:
+    """Ask, showing on stderr (terminals only) what the graph is doing while it runs."""
+    bundle = None
+    with err.status("Reading the question...") as status:
+        for kind, item in assistant.stream(q, bbox=box, raster=raster, upload_dirs=uploads):
+            if kind == "bundle":
+                bundle = item
+                continue
+            for node in item:
+                if node in _PROGRESS:
+                    status.update(_PROGRESS[node])
+    return bundle
 
 
 def _print_bundle(bundle: Any, written: dict[str, Path]) -> None:
@@ -166,11 +196,19 @@ def _print_bundle(bundle: Any, written: dict[str, Path]) -> None:
                 or ev.provenance.get("source")
                 or ev.provenance.get("tool", "")
             )
-            table.add_row(ev.id + ("*" if ev.id in cited else ""), ev.kind, ev.title, str(src)[:60])
+            # Text() keeps tool-provided titles from being read as console markup.
+            table.add_row(
+                ev.id + ("*" if ev.id in cited else ""),
+                ev.kind,
+                Text(ev.title),
+                Text(str(src)[:60]),
+            )
         out.print(table)
     if bundle.trace:
         steps = ", ".join(f"{t.step} {t.tool} {t.status} {t.seconds:.1f}s" for t in bundle.trace)
         out.print(f"[dim]Steps: {steps}[/dim]")
+    who = f"Planner: {bundle.planner_note or bundle.planner}. Writer: {bundle.writer_note}"
+    out.print(Text(who, style="dim"))
     c = bundle.cost
     out.print(
         f"[dim]Cost: {c.seconds:.1f} s, {c.llm.prompt_tokens + c.llm.completion_tokens} tokens, "
@@ -203,6 +241,31 @@ def show_config() -> None:
     """Print the effective settings (secrets masked)."""
     settings = _settings(None, None)
     out.print_json(json.dumps(settings.describe(), default=str))
+
+
+@app.command("app")
+def run_app(
+    port: Annotated[int, typer.Option(help="Port to serve the page on.")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start the Streamlit app (offline on the embedded defaults); Ctrl-C stops it."""
+    import subprocess
+
+    page = Path(__file__).resolve().parents[1] / "app.py"
+    if not page.is_file():  # app.py sits beside the package in a source checkout
+        err.print(f"[red]app.py not found[/red] at {page}; run this from a source checkout.")
+        raise typer.Exit(EXIT_ERROR)
+    out.print(f"GeoScout on http://{host}:{port} (Ctrl-C to stop)")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(page), "--server.address", host,
+           "--server.port", str(port), "--server.headless", "true",
+           "--browser.gatherUsageStats", "false"]  # fmt: skip
+    raise typer.Exit(subprocess.call(cmd))
+
+
+# `geoscout eval ...`: scripted agent evals (evals/); the commands live in geoscout/eval_cli.py.
+from geoscout.eval_cli import eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:
