@@ -239,8 +239,25 @@ def to_plan(
                                  why=describe_step(raw.tool, args)))  # fmt: skip
         except ValidationError as exc:
             raise ValueError(f"{raw.id}: {exc.errors()[0]['msg']}") from exc
+    _complete_aoi(kept, pruned)
     plan = Plan(steps=kept, intent=facts.intent, planner=model, notes=[])
     return plan, pruned
+
+
+def _complete_aoi(steps: list[PlanStep], notes: list[str]) -> None:
+    """Measure inside the place asked about: a segment or ground step without an aoi would
+    analyse the whole scene, which answers another question (a small model often omits it)."""
+    area = next((s for s in steps if s.tool == "geocode"), None)
+    if area is None:
+        return
+    for step in steps:
+        if step.tool in ("segment", "ground") and "aoi" not in step.args and "scene" in step.args:
+            step.args["aoi"] = f"@{area.id}.aoi"
+            if area.id not in step.needs:
+                step.needs = sorted([*step.needs, area.id], key=lambda x: int(x[1:]))
+            notes.append(
+                f"{step.id}.aoi=@{area.id}.aoi added: measure inside the place asked about"
+            )
 
 
 def describe_step(tool: str, args: dict[str, Any]) -> str:

