@@ -261,7 +261,10 @@ def _try_llm_plan(
     if attempt.plan is not None:
         how = "valid after one repair" if attempt.repaired else "valid without repair"
         calls = _calls("planner", attempt.calls, "used")
-        guards.append(GuardResult(name="plan.llm", passed=True, detail=how).model_dump())
+        detail = how
+        if attempt.repaired and attempt.problems:
+            detail += " (first draft: " + "; ".join(attempt.problems[:3]) + ")"
+        guards.append(GuardResult(name="plan.llm", passed=True, detail=detail[:600]).model_dump())
         return attempt.plan, f"{chat.name}: plan {how}", calls, guards
     if attempt.error:
         why = f"the model call failed ({attempt.error})"

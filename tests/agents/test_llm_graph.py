@@ -125,6 +125,7 @@ def test_unknown_tool_is_repaired_with_the_validation_errors(settings: Settings)
     b = ask(settings, planner, None)
     assert b.planner == "scripted-llm" and "after one repair" in b.planner_note
     assert "unknown tool 'teleport'" in planner.requests[1]["messages"][-1]["content"]
+    assert "first draft: s1: unknown tool 'teleport'" in guard(b, "plan.llm").detail
     assert [c.outcome for c in b.llm_calls if c.role == "planner"] == ["rejected", "used"]
 
 
