@@ -1081,19 +1081,27 @@ def _draw(
 
 
 def _group_colour(group: _Group, used: set[str], n_detect: int, imagery: bool) -> str:
-    if group.kind == "place":
+    return layer_colour(group.kind, group.target, group.feature_type, used, n_detect, imagery)
+
+
+def layer_colour(
+    kind: str, target: str | None, ftype: str | None, used: set[str], n_detect: int, imagery: bool
+) -> str:
+    """A layer's colour, shared by the PNG map and the web map so both read the same.
+    ``used`` collects the colours taken so far; detections cycle through their own set."""
+    if kind == "place":
         return "#ffe600" if imagery else "#333333"
-    if group.kind == "scene":
+    if kind == "scene":
         return "#00e5ff" if imagery else "#1f77b4"
-    if group.kind == "extent":
+    if kind == "extent":
         return "#ffffff" if imagery else "#555555"
-    if group.kind == "figure":
+    if kind == "figure":
         return "#aaaaaa"
-    if group.kind == "detections":
+    if kind == "detections":
         return _DETECTION_COLOURS[n_detect % len(_DETECTION_COLOURS)]
-    preferred = (
-        _MASK_COLOURS.get(group.target) if group.kind == "mask" else None
-    ) or _FEATURE_COLOURS.get(group.feature_type)
+    preferred = (_MASK_COLOURS.get(target or "") if kind == "mask" else None) or (
+        _FEATURE_COLOURS.get(ftype or "")
+    )
     if preferred and preferred not in used:
         used.add(preferred)
         return preferred

@@ -36,16 +36,13 @@ from pyproj import Transformer
 from shapely.geometry import shape
 
 from agents.mapping import (
-    _CYCLE,
-    _DETECTION_COLOURS,
-    _FEATURE_COLOURS,
-    _MASK_COLOURS,
     ImagerySource,
     _lonlat_extent,
     _source_lonlat_bounds,
     bundle_layers_geojson,
     compose_quicklook,
     imagery_sources,
+    layer_colour,
 )
 from agents.schemas import AnswerBundle
 
@@ -296,7 +293,7 @@ def build_webmap(
             or ""
         )
         ftype = str(props.get("feature_type") or (ev.facts.get("feature_type") if ev else "") or "")
-        colour = _colour(kind, target.lower(), ftype.lower(), used, n_detect, has_imagery)
+        colour = layer_colour(kind, target.lower(), ftype.lower(), used, n_detect, has_imagery)
         n_detect += kind == "detections"
         suffix = {"scene": " (footprint)", "extent": " (area analysed)"}.get(kind, "")
         name = f"{eid} · {label}{suffix}" if eid else f"{label}{suffix}"
@@ -366,33 +363,6 @@ def _group_features(
         groups.setdefault((eid, kind), []).append(feat)
     order = {k: i for i, k in enumerate(_DRAW_ORDER)}
     return sorted(groups.items(), key=lambda kv: order.get(kv[0][1], 1))
-
-
-def _colour(
-    kind: str, target: str, ftype: str, used: set[str], n_detect: int, imagery: bool
-) -> str:
-    """The colours of the PNG map (agents.mapping), so both maps read the same."""
-    if kind == "place":
-        return "#ffe600" if imagery else "#333333"
-    if kind == "scene":
-        return "#00e5ff" if imagery else "#1f77b4"
-    if kind == "extent":
-        return "#ffffff" if imagery else "#555555"
-    if kind == "figure":
-        return "#aaaaaa"
-    if kind == "detections":
-        return _DETECTION_COLOURS[n_detect % len(_DETECTION_COLOURS)]
-    preferred = (_MASK_COLOURS.get(target) if kind == "mask" else None) or _FEATURE_COLOURS.get(
-        ftype
-    )
-    if preferred and preferred not in used:
-        used.add(preferred)
-        return preferred
-    for colour in _CYCLE:
-        if colour not in used:
-            used.add(colour)
-            return colour
-    return _CYCLE[len(used) % len(_CYCLE)]
 
 
 def _style(kind: str, colour: str) -> dict[str, Any]:

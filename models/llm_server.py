@@ -28,7 +28,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from models.process import free_port, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +175,6 @@ def assemble_model(cache_dir: Path, model: GGUFModel = EMBEDDED_MODEL) -> Path:
     )
     log.info("assembled %s (%d bytes, sha256 ok)", target, size)
     return target
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def die_with_parent() -> None:
@@ -323,14 +318,7 @@ class LocalLLMServer:
             atexit.unregister(self.stop)
 
     def _terminate(self) -> None:
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(self.process, timeout_s=10)
         self._cleanup()
 
     def _cleanup(self) -> None:

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from models.process import free_port, stop_process
 from tools.base import GeoScoutToolError
 from tools.stac_index import IndexResult, build_index
 
@@ -43,12 +43,6 @@ def find_rustac() -> Path | None:
         return local
     found = shutil.which("rustac")
     return Path(found) if found else None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class LocalStacServer:
@@ -183,14 +177,7 @@ class LocalStacServer:
             atexit.unregister(self.stop)
 
     def _terminate(self) -> None:
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(self.process, timeout_s=5)
         self._reap()
 
     def _reap(self) -> None:
