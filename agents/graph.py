@@ -16,11 +16,12 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
 from agents.guards import clean_question, guard_input, guard_output
+from agents.intent import Intent
 from agents.llm import LLMUnavailable
 from agents.llm_planner import llm_plan
 from agents.llm_writer import PRIMARY_KINDS, llm_write
 from agents.merge import merge_results
-from agents.planner import PlanningError, rule_plan
+from agents.recipes import NotCovered, PlanningError, compile_plan
 from agents.schemas import (
     Answer,
     Clarification,
@@ -32,9 +33,10 @@ from agents.schemas import (
     TraceEntry,
 )
 from agents.state import GraphContext, InputState, State, StepTask
-from agents.understand import understand
+from agents.understanding import understand
+from agents.units import add_requested_units
 from agents.validate import resolve_args, validate_plan
-from agents.writer import template_answer
+from agents.writer import template_answer, with_understanding
 from tools.base import ToolResult
 
 _END: Final = "__end__"  # langgraph's END, typed as the literal Command[...] expects
@@ -45,20 +47,74 @@ log = logging.getLogger(__name__)
 _TRANSIENT = {"service_unreachable", "timeout"}
 
 
+def _understand(state: State, runtime: Runtime[GraphContext]) -> dict[str, Any]:
+    """Read the question into an Intent (rules, the LLM, or both; see agents.understanding)."""
+    t0 = time.perf_counter()
+    ctx = runtime.context
+    question = clean_question(state.get("question", ""))
+    update: dict[str, Any] = {"question": question}
+    if not question or len(question) > ctx.settings.max_question_chars:
+        update["timings"] = {"understand": time.perf_counter() - t0}
+        return update
+    from tools.geocode import load_gazetteer
+
+    previous = Intent.model_validate(state["previous"]) if state.get("previous") else None
+    chat, chat_error = None, None
+    if ctx.settings.parser != "rules" and ctx.llm is not None:
+        try:
+            chat = ctx.llm("parser")
+        except LLMUnavailable as exc:
+            chat_error = exc.reason + (f" ({exc.hint})" if exc.hint else "")
+        if chat is not None and hasattr(chat, "with_timeout"):
+            chat = chat.with_timeout(ctx.settings.parse_budget_s)
+    elif ctx.settings.parser != "rules":
+        chat_error = "no language model in this run"
+    understood = understand(
+        question,
+        gaz=load_gazetteer(str(ctx.tool_ctx.cache_dir)),
+        today=ctx.today,
+        mode=ctx.settings.parser,
+        chat=chat,
+        chat_error=chat_error,
+        previous=previous,
+        has_area=state.get("bbox") is not None,
+        has_image=state.get("raster") is not None,
+    )
+    update.update(
+        intent=understood.intent.model_dump(mode="json"),
+        future_years=understood.future_years,
+        llm_calls=_calls("parser", understood.completions, understood.outcome),
+        notes={"parser": understood.note},
+        timings={"understand": time.perf_counter() - t0},
+    )
+    if understood.dropped:
+        update["guardrails"] = [
+            GuardResult(
+                name="intent.llm_checked",
+                passed=True,
+                detail="dropped: " + "; ".join(understood.dropped)[:500],
+            ).model_dump()
+        ]
+    return update
+
+
 def _guard_input(
     state: State, runtime: Runtime[GraphContext]
 ) -> Command[Literal["plan", "__end__"]]:
     t0 = time.perf_counter()
     ctx = runtime.context
-    question = clean_question(state.get("question", ""))
-    facts = None
-    if question and len(question) <= ctx.settings.max_question_chars:
-        facts = understand(question, today=ctx.today)
+    question = state.get("question", "")
+    intent = Intent.model_validate(state["intent"]) if state.get("intent") else None
     has_area = state.get("bbox") is not None or state.get("raster") is not None
-    verdict = guard_input(question, facts, ctx.settings.max_question_chars, has_area, ctx.today)
+    verdict = guard_input(
+        question,
+        intent,
+        state.get("future_years", []),
+        ctx.settings.max_question_chars,
+        has_area,
+        ctx.today,
+    )
     update: dict[str, Any] = {
-        "question": question,
-        "facts": facts.model_dump(mode="json") if facts else {},
         "guardrails": [g.model_dump() for g in verdict.guards],
         "timings": {"guard_input": time.perf_counter() - t0},
     }
@@ -75,29 +131,40 @@ def _guard_input(
 
 
 def _plan(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["execute", "__end__"]]:
+    """Compile the plan from the intent; the LLM planner only for what no recipe covers (or
+    when GEOSCOUT_PLANNER=llm forces it)."""
     t0 = time.perf_counter()
     ctx = runtime.context
-    from agents.understand import QuestionFacts
-
-    facts = QuestionFacts.model_validate(state["facts"])
-    llm_plan_, note, calls, guards = _try_llm_plan(state, ctx, facts)
-    if llm_plan_ is not None:
+    intent = Intent.model_validate(state["intent"])
+    bbox, raster = state.get("bbox"), state.get("raster")
+    plan: Plan | None = None
+    note, calls, guards = "rules: compiled from the understood question", [], []
+    clarify: str | None = None
+    try:
+        if ctx.settings.planner == "llm":
+            raise NotCovered("the LLM planner is forced (GEOSCOUT_PLANNER=llm)")
+        plan = compile_plan(intent, bbox=bbox, raster=raster)
+    except NotCovered as exc:
+        clarify = exc.clarify or exc.message
+        llm_plan_, note, calls, guards = _try_llm_plan(state, ctx, intent)
         plan = llm_plan_
-    else:
-        try:
-            plan = rule_plan(facts, bbox=state.get("bbox"), raster=state.get("raster"))
-        except PlanningError as exc:
-            return Command(
-                update={
-                    "status": "clarify",
-                    "clarification": {"question": exc.clarify or exc.message, "candidates": []},
-                    "timings": {"plan": time.perf_counter() - t0},
-                    "llm_calls": calls,
-                    "guardrails": guards,
-                    "notes": {"planner": note},
+    except PlanningError as exc:
+        clarify = exc.clarify or exc.message
+    if plan is None:
+        return Command(
+            update={
+                "status": "clarify",
+                "clarification": {
+                    "question": clarify or "What would you like to know?",
+                    "candidates": [],
                 },
-                goto=_END,
-            )
+                "timings": {"plan": time.perf_counter() - t0},
+                "llm_calls": calls,
+                "guardrails": guards,
+                "notes": {"planner": note},
+            },
+            goto=_END,
+        )
     problems = validate_plan(plan, ctx.catalog, ctx.settings.max_steps, ctx.settings.max_aoi_km2)
     guard = GuardResult(
         name="plan.valid",
@@ -227,11 +294,11 @@ def _calls(role: str, completions: list[Any], outcome: str) -> list[dict[str, An
 
 
 def _try_llm_plan(
-    state: State, ctx: GraphContext, facts: Any
+    state: State, ctx: GraphContext, intent: Intent
 ) -> tuple[Plan | None, str, list[dict[str, Any]], list[dict[str, Any]]]:
-    """The LLM's plan, or None with the reason the rule planner is used instead."""
+    """The LLM's plan for what no recipe covers, or None with the reason."""
     if ctx.settings.planner == "rules":
-        return None, "rules: chosen in settings (GEOSCOUT_PLANNER=rules)", [], []
+        return None, "rules: no recipe covers it and the LLM planner is off", [], []
     if ctx.llm is None:
         return None, "rules: no language model in this run", [], []
     try:
@@ -243,7 +310,7 @@ def _try_llm_plan(
     attempt = llm_plan(
         chat,
         state.get("question", ""),
-        facts,
+        intent,
         ctx.catalog,
         today=ctx.today,
         max_steps=s.max_steps,
@@ -311,6 +378,8 @@ def _merge(state: State) -> dict[str, Any]:
         sid: ToolResult.model_validate(r["result"]) for sid, r in state.get("results", {}).items()
     }
     ledger, layers, _ = merge_results(plan.steps, results)
+    intent = Intent.model_validate(state["intent"]) if state.get("intent") else None
+    add_requested_units(ledger, intent)
     return {
         "evidence": [e.model_dump(mode="json") for e in ledger],
         "layers": layers,
@@ -335,14 +404,22 @@ def _write(state: State, runtime: Runtime[GraphContext]) -> dict[str, Any]:
                 question=f"{t.error} Which one do you mean? {listed}".strip(), candidates=cands
             ).model_dump()
     question = state.get("question", "")
-    answer = template_answer(plan.intent, ledger, trace, question)
+    intent = Intent.model_validate(state["intent"]) if state.get("intent") else None
+    answer = template_answer(plan.intent, ledger, trace, question, intent=intent, plan=plan)
+    writer = ctx.settings.writer
     note = "template: chosen in settings (GEOSCOUT_WRITER=template)"
     if update.get("status") == "clarify":
         note = "template: the answer is a clarification question"
-    elif ctx.settings.writer != "template":
+    elif writer == "auto" and not ctx.settings.llm_base_url:
+        note = (
+            "template: the embedded model writes poorer answers than the template "
+            "(GEOSCOUT_WRITER=llm to use it)"
+        )
+    elif writer != "template":
         answer, note, calls, guards = _try_llm_write(ctx, question, ledger, trace, answer)
         update["llm_calls"] = calls
         update["guardrails"] = guards
+    answer = with_understanding(answer, intent, plan)
     update["answer"] = answer.model_dump()
     update["notes"] = {"writer": note}
     update["timings"] = {"write": time.perf_counter() - t0}
@@ -430,7 +507,9 @@ def build_graph(checkpointer: Any = None) -> Any:
     builder.add_node("merge", _merge)
     builder.add_node("write", _write)
     builder.add_node("guard_output", _guard_output)
-    builder.add_edge(START, "guard_input")
+    builder.add_node("understand", _understand)
+    builder.add_edge(START, "understand")
+    builder.add_edge("understand", "guard_input")
     builder.add_conditional_edges("execute", _route_steps, ["run_step", "merge"])
     builder.add_edge("run_step", "execute")
     builder.add_edge("merge", "write")

@@ -6,8 +6,9 @@ import datetime as dt
 import re
 import unicodedata
 
+from agents.intent import Intent
+from agents.safety import refusal_message
 from agents.schemas import Answer, Evidence, GuardResult
-from agents.understand import QuestionFacts, targeting_request, tracking_request
 
 _NUM = re.compile(
     r"(?<![\w.])[-−]?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])[-−]?\d+(?:\.\d+)?(?![\w])"
@@ -43,11 +44,14 @@ def clean_question(text: str) -> str:
 
 def guard_input(
     question: str,
-    facts: QuestionFacts | None,
+    intent: Intent | None,
+    future_years: list[int],
     max_chars: int,
     has_area: bool,
     today: dt.date,
 ) -> InputVerdict:
+    """Size, safety (decided on the intent, from both parsers and the text classifier), dates
+    in the future, and whether there is an area to work on."""
     guards: list[GuardResult] = []
     if not question.strip():
         guards.append(GuardResult(name="input.size", passed=False, detail="empty question"))
@@ -72,25 +76,24 @@ def guard_input(
             guards=guards,
         )
     guards.append(GuardResult(name="input.size", passed=True, detail=f"{len(question)} characters"))
-    if tracking_request(question):
+    if intent is not None and intent.safety != "ok":
         guards.append(
-            GuardResult(name="input.ethics", passed=False, detail="tracking or identifying people")
+            GuardResult(
+                name="input.ethics",
+                passed=False,
+                detail=f"{intent.safety} ({intent.source} reading)",
+            )
         )
         return InputVerdict(
             "refuse",
-            "GeoScout does not track, locate or identify private individuals or their vehicles and "
-            "homes. Satellite and aerial imagery analysis here is limited to land, water, buildings, "
-            "roads and objects at the scale of places, not people.",
+            intent.safety_reason or refusal_message(intent.safety, intent.language),
             guards=guards,
         )
-    if targeting_request(question):
-        guards.append(GuardResult(name="input.ethics", passed=False, detail="military targeting"))
-        return InputVerdict(
-            "refuse", "GeoScout does not help plan attacks or select targets.", guards=guards
-        )
-    guards.append(GuardResult(name="input.ethics", passed=True, detail="no tracking or targeting"))
-    if facts is not None and facts.future_years:
-        years = ", ".join(str(y) for y in facts.future_years)
+    guards.append(
+        GuardResult(name="input.ethics", passed=True, detail="no person or target at risk")
+    )
+    if future_years:
+        years = ", ".join(str(y) for y in future_years)
         guards.append(
             GuardResult(name="input.dates", passed=False, detail=f"future years: {years}")
         )
@@ -102,7 +105,11 @@ def guard_input(
             guards=guards,
         )
     guards.append(GuardResult(name="input.dates", passed=True))
-    if facts is not None and not has_area and not facts.place and facts.coordinates is None:
+    needs_area = intent is not None and intent.task not in ("capabilities", "out_of_scope")
+    located = intent is not None and (
+        intent.places or intent.coordinates is not None or intent.this_area
+    )
+    if needs_area and not has_area and not located:
         guards.append(
             GuardResult(name="input.area", passed=False, detail="no place, coordinates or area")
         )
@@ -121,7 +128,8 @@ def guard_input(
 # with a unit must match a value in that unit: "488,000 km²" cannot borrow a population.
 _UNIT_AFTER = re.compile(
     r"\s?(km²|km2|sq\.? ?km|square kilomet\w*|km|kilomet\w*|m²|m2|square met\w*|%|"
-    r"per ?cent|ha|hectares?|m|met(?:re|er)s?)(?![\w²])",
+    r"per ?cent|ha|hectares?|acres?|square miles?|sq\.? ?mi|mi²|mi2|miles?|mi|"
+    r"m|met(?:re|er)s?)(?![\w²])",
     re.IGNORECASE,
 )
 _UNIT_CANON = {
@@ -144,6 +152,12 @@ def _unit_after(text: str, end: int) -> str | None:
         return "m2"
     if u.startswith("hectare"):
         return "ha"
+    if u.startswith("acre"):
+        return "acre"
+    if u.startswith(("square mile", "sq")) or u in ("mi²", "mi2"):
+        return "mi2"
+    if u.startswith("mile") or u == "mi":
+        return "mi"
     if u.startswith("met"):
         return "m"
     return _UNIT_CANON.get(u, u)

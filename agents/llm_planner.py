@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agents.intent import Intent
 from agents.llm import ChatModel, Completion, LLMCallError, parse_json_object
 from agents.schemas import REF, Plan, PlanStep
-from agents.understand import QuestionFacts
 from agents.validate import validate_plan
 from prompts import load_prompt
 from tools.base import ToolSpec
@@ -157,24 +157,27 @@ def planner_messages(
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def allowed_tools(facts: QuestionFacts, catalog: dict[str, ToolSpec]) -> set[str]:
-    """The tools the question can need, from what the rules understood of it.
+def allowed_tools(intent: Intent, catalog: dict[str, ToolSpec]) -> set[str]:
+    """The tools the question can need, from its intent.
 
-    When the rules understood nothing the model's judgement is trusted (every tool), so the
-    LLM can still plan questions the rules do not cover.
+    When nothing was understood the model's judgement is trusted (every tool), so the LLM
+    can still plan what the recipes do not cover.
     """
-    allowed = {"geocode"}
-    if facts.targets:
+    allowed = {"geocode", "coverage"}
+    targets = set(intent.targets)
+    if targets & {"water", "vegetation", "cloud", "cloud_shadow"}:
         allowed |= {"stac_search", "segment"}
-    if facts.wants_roads or facts.wants_buildings:
+    if targets & {"roads", "buildings"}:
         allowed.add("osm_overlay")
-        if facts.mentions_image:
+        if intent.on_image:
             allowed.add("stac_search")
-    if facts.objects:
+    if "imagery" in targets:
+        allowed.add("stac_search")
+    if intent.objects:
         allowed |= {"stac_search", "ground"}
-    if allowed == {"geocode"}:
+    if allowed == {"geocode", "coverage"}:
         return set(catalog)
-    return allowed
+    return allowed & set(catalog) | ({"geocode"} & set(catalog))
 
 
 def _question_numbers(text: str) -> set[float]:
@@ -192,12 +195,12 @@ def _refs(value: Any) -> set[str]:
 
 
 def to_plan(
-    out: LLMPlanOut, facts: QuestionFacts, catalog: dict[str, ToolSpec], model: str
+    out: LLMPlanOut, intent: Intent, question: str, catalog: dict[str, ToolSpec], model: str
 ) -> tuple[Plan, list[str]]:
     """The model's steps as a Plan, with what the question does not need pruned."""
     pruned: list[str] = []
-    allowed = allowed_tools(facts, catalog)
-    numbers = _question_numbers(facts.text)
+    allowed = allowed_tools(intent, catalog)
+    numbers = _question_numbers(question)
     kept: list[PlanStep] = []
     dropped: set[str] = set()
     seen: set[str] = set()
@@ -210,9 +213,9 @@ def to_plan(
         for name in list(args):
             v = args[name]
             why = None
-            if name == "datetime" and not facts.dates:
+            if name == "datetime" and not intent.dates:
                 why = "no date in the question"
-            elif name == "platform" and not facts.platform:
+            elif name == "platform" and not intent.filters.platform:
                 why = "no platform in the question"
             elif name in _NUMERIC_OPTIONAL and not (
                 isinstance(v, int | float) and float(v) in numbers
@@ -240,7 +243,7 @@ def to_plan(
         except ValidationError as exc:
             raise ValueError(f"{raw.id}: {exc.errors()[0]['msg']}") from exc
     _complete_aoi(kept, pruned)
-    plan = Plan(steps=kept, intent=facts.intent, planner=model, notes=[])
+    plan = Plan(steps=kept, intent=intent.task, planner=model, notes=[])
     return plan, pruned
 
 
@@ -274,13 +277,15 @@ def describe_step(tool: str, args: dict[str, Any]) -> str:
     if tool == "osm_overlay":
         feats = args.get("features", "features")
         return f"Look up mapped {feats if isinstance(feats, str) else ', '.join(map(str, feats))}"
+    if tool == "coverage":
+        return "Look up the data and tools available"
     return f"Run {tool}"
 
 
 def llm_plan(
     chat: ChatModel,
     question: str,
-    facts: QuestionFacts,
+    intent: Intent,
     catalog: dict[str, ToolSpec],
     *,
     today: dt.date,
@@ -304,7 +309,7 @@ def llm_plan(
         plan: Plan | None = None
         try:
             out = LLMPlanOut.model_validate(parse_json_object(c.text))
-            plan, pruned = to_plan(out, facts, catalog, chat.name)
+            plan, pruned = to_plan(out, intent, question, catalog, chat.name)
             attempt.pruned = pruned
             problems = validate_plan(plan, catalog, max_steps, max_aoi_km2)
             if not plan.steps:

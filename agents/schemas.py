@@ -77,7 +77,7 @@ class LLMUsage(BaseModel):
 class LLMCall(BaseModel):
     """One chat completion made for this answer."""
 
-    role: Literal["planner", "writer"]
+    role: Literal["parser", "planner", "writer"]
     model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -123,6 +123,10 @@ class AnswerBundle(BaseModel):
     answer: Answer = Field(default_factory=Answer)
     evidence: list[Evidence] = Field(default_factory=list)
     plan: list[PlanStep] = Field(default_factory=list)
+    intent: dict[str, Any] | None = Field(
+        default=None, description="What the question was understood to ask (agents.intent.Intent)"
+    )
+    parser_note: str = Field(default="", description="who read the question, and any fallback")
     planner: str = "rules"
     planner_note: str = Field(default="", description="why this planner: model, repair, fallback")
     writer_note: str = Field(default="", description="why this writer: model, revision, fallback")

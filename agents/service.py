@@ -90,8 +90,12 @@ class Assistant:
         raster: str | None = None,
         thread_id: str | None = None,
         upload_dirs: list[Path] | None = None,
+        previous: AnswerBundle | None = None,
     ) -> Iterator[tuple[str, Any]]:
-        """Yield ("update", {node: update}) as the graph runs, then ("bundle", AnswerBundle)."""
+        """Yield ("update", {node: update}) as the graph runs, then ("bundle", AnswerBundle).
+
+        ``previous``: the conversation's previous answer; a follow-up ("and in 2020?") takes
+        the place, target and dates it leaves out from that answer's intent."""
         thread_id = thread_id or uuid.uuid4().hex
         config: dict[str, Any] = {
             "configurable": {"thread_id": thread_id},
@@ -101,7 +105,12 @@ class Assistant:
         meter.start(self.services.server_pids())
         t0 = time.perf_counter()
         ctx = self._context(upload_dirs)
-        payload = {"question": question, "bbox": bbox, "raster": raster}
+        payload = {
+            "question": question,
+            "bbox": bbox,
+            "raster": raster,
+            "previous": previous.intent if previous is not None and not previous.refused else None,
+        }
         for update in self.graph.stream(payload, config, context=ctx, stream_mode="updates"):
             yield "update", update
         state = self.graph.get_state(config).values
@@ -157,6 +166,8 @@ class Assistant:
             clarification=clar,
             answer=answer,
             evidence=[Evidence.model_validate(e) for e in state.get("evidence", [])],
+            intent=state.get("intent") or None,
+            parser_note=notes.get("parser", ""),
             plan=plan.steps,
             planner=plan.planner,
             planner_note=notes.get("planner", ""),

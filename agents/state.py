@@ -25,7 +25,9 @@ class State(TypedDict, total=False):
     question: str
     bbox: list[float] | None
     raster: str | None
-    facts: dict[str, Any]
+    previous: dict[str, Any] | None  # the previous turn's Intent (follow-ups)
+    intent: dict[str, Any]
+    future_years: list[int]
     status: str  # "go" | "refused" | "clarify"
     refusal_reason: str | None
     clarification: dict[str, Any] | None
@@ -37,13 +39,14 @@ class State(TypedDict, total=False):
     guardrails: Annotated[list[dict[str, Any]], operator.add]
     timings: Annotated[dict[str, float], merge_dicts]
     llm_calls: Annotated[list[dict[str, Any]], operator.add]
-    notes: Annotated[dict[str, str], merge_dicts]  # "planner" / "writer": who and why
+    notes: Annotated[dict[str, str], merge_dicts]  # "parser" / "planner" / "writer": who, why
 
 
 class InputState(TypedDict, total=False):
     question: str
     bbox: list[float] | None
     raster: str | None
+    previous: dict[str, Any] | None
 
 
 class StepTask(TypedDict):
@@ -61,5 +64,5 @@ class GraphContext:
     catalog: dict[str, ToolSpec]
     tool_ctx: ToolContext
     today: dt.date
-    # role ("planner" | "writer") -> chat model; raises agents.llm.LLMUnavailable. None: no LLM.
+    # role ("parser" | "planner" | "writer") -> chat model; raises agents.llm.LLMUnavailable. None: no LLM.
     llm: Callable[[str], Any] | None = None

@@ -11,10 +11,12 @@ import math
 import re
 from collections.abc import Iterable
 
-from agents.schemas import Answer, Evidence, TraceEntry
+from agents.intent import Intent
+from agents.schemas import Answer, Evidence, Plan, TraceEntry
+from agents.units import UNIT_LABEL, requested_key
 from tools.base import Quantity
 
-_UNITS = {"km2": "km²", "m2": "m²", "pct": "%", "%": "%"}
+_UNITS = {**UNIT_LABEL, "pct": "%", "%": "%"}
 
 
 def fmt(x: float) -> str:
@@ -34,6 +36,14 @@ def fmt(x: float) -> str:
         return "0"
     digits = max(0, 2 - math.floor(math.log10(ax)))
     return f"{x:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def qa(ev: Evidence, key: str, intent: Intent | None, pm: bool = False) -> str | None:
+    """``key`` in the unit the user asked for, with the km² / km figure after it."""
+    alt = requested_key(ev, key, intent)
+    if alt == key:
+        return q(ev, key, pm=pm)
+    return f"{q(ev, alt, pm=pm)} ({q(ev, key)})"
 
 
 def q(ev: Evidence, key: str, unit: bool = True, pm: bool = False) -> str | None:
@@ -78,8 +88,9 @@ def _generic(ev: Evidence) -> str:
     return f"{ev.title}: {', '.join(shown)} [{ev.id}]." if shown else f"{ev.title} [{ev.id}]."
 
 
-def _mask_sentence(ev: Evidence, ledger: list[Evidence], with_place: bool = True) -> str:
-    ev.facts.get("target", "")
+def _mask_sentence(
+    ev: Evidence, ledger: list[Evidence], with_place: bool = True, intent: Intent | None = None
+) -> str:
     scene_ev = next(
         (
             e
@@ -94,7 +105,7 @@ def _mask_sentence(ev: Evidence, ledger: list[Evidence], with_place: bool = True
     method = ev.facts.get("method") or ev.facts.get("model")
     how = f" with {method}" if method else ""
     where = _place_phrase(ledger) if with_place else ""
-    analysed = q(ev, "analysed_area_km2")
+    analysed = qa(ev, "analysed_area_km2", intent)
     if "cloud_cover_pct" in ev.values:
         parts = [f"Clouds cover about {q(ev, 'cloud_cover_pct')} of the analysed image area"]
         if analysed:
@@ -108,14 +119,16 @@ def _mask_sentence(ev: Evidence, ledger: list[Evidence], with_place: bool = True
             frac_key = f"{key[: -len('_area_km2')]}_fraction_pct"
             frac = f" ({q(ev, frac_key)})" if frac_key in ev.values else ""
             of = f" of the {analysed} analysed" if analysed else ""
-            return f"About {q(ev, key, pm=True)}{of}{where} is {label}{frac} [{ev.id}]{on}{how}."
+            return f"About {qa(ev, key, intent, pm=True)}{of}{where} is {label}{frac} [{ev.id}]{on}{how}."
     return _generic(ev)
 
 
-def _features_sentence(ev: Evidence) -> str:
+def _features_sentence(ev: Evidence, intent: Intent | None = None) -> str:
     src = ev.facts.get("sources") or ev.facts.get("source") or "OpenStreetMap"
     if "road_length_km" in ev.values:
-        s = f"The mapped road network in the area is {q(ev, 'road_length_km')} long [{ev.id}]"
+        rel = ev.facts.get("related_to") or ev.facts.get("relate_label")
+        where = f"near {rel}" if rel else "in the area"
+        s = f"The mapped road network {where} is {qa(ev, 'road_length_km', intent)} long [{ev.id}]"
         if "road_segment_count" in ev.values:
             s += f", in {q(ev, 'road_segment_count')} street segments"
         return s + f" (source: {src})."
@@ -125,7 +138,7 @@ def _features_sentence(ev: Evidence) -> str:
         s = f"{q(ev, 'building_count')} mapped buildings are on {rel} [{ev.id}]"
         if "covered_share_pct" in ev.values:
             share = q(ev, "covered_share_pct")
-            related = q(ev, "related_area_km2")
+            related = qa(ev, "related_area_km2", intent)
             s += f"; their footprints cover {share} of it"
             if related:
                 s += f" ({related})"
@@ -170,9 +183,16 @@ def _figure_sentence(ev: Evidence) -> str:
 
 
 def template_answer(
-    intent: str, ledger: list[Evidence], trace: list[TraceEntry], question: str
+    intent_label: str,
+    ledger: list[Evidence],
+    trace: list[TraceEntry],
+    question: str,
+    *,
+    intent: Intent | None = None,
+    plan: Plan | None = None,
 ) -> Answer:
     """Write the answer from the ledger; failures and unavailable steps are said plainly."""
+    why = {s.id: s.why for s in plan.steps} if plan is not None else {}
     sentences: list[str] = []
     caveats: list[str] = []
     figures = [e for e in ledger if e.kind == "figure"]
@@ -184,9 +204,9 @@ def template_answer(
     for fig in figures:
         sentences.append(_figure_sentence(fig))
     for i, m in enumerate(masks):
-        sentences.append(_mask_sentence(m, ledger, with_place=(i == 0)))
+        sentences.append(_mask_sentence(m, ledger, with_place=(i == 0), intent=intent))
     for f in feats:
-        sentences.append(_features_sentence(f))
+        sentences.append(_features_sentence(f, intent))
         cov = _coverage_sentence(f)
         if cov:
             sentences.append(cov)
@@ -195,7 +215,7 @@ def template_answer(
     if not (figures or masks or feats or dets) and scenes:
         listed = "; ".join(_scene_phrase(s) for s in scenes[:5])
         sentences.append(f"Imagery found{_place_phrase(ledger)}: {listed}.")
-    if scenes and intent in {"buildings_in_image"}:
+    if scenes and intent is not None and intent.on_image and feats:
         sentences.append(f"The image used is {_scene_phrase(scenes[0])}.")
 
     for t in trace:
@@ -205,9 +225,11 @@ def template_answer(
             sentences.append(f"I could not run {t.tool}: {msg}{hint}")
         elif t.status == "error":
             hint = f" {t.hint}" if t.hint else ""
-            sentences.append(f"Step {t.step} ({t.tool}) failed: {t.error}{hint}")
+            what = why.get(t.step) or f"Step {t.step} ({t.tool})"
+            sentences.append(f"{what}: not possible. {t.error}{hint}")
         elif t.status == "skipped":
-            caveats.append(f"Step {t.step} ({t.tool}) was skipped because a step it needs failed.")
+            what = why.get(t.step) or f"Step {t.step} ({t.tool})"
+            caveats.append(f"{what} was skipped because a step it needs did not succeed.")
 
     if not sentences:
         sentences.append(
@@ -236,6 +258,22 @@ def template_answer(
     text = " ".join(s.strip() for s in sentences)
     cited = sorted({c for c in _citations(text)}, key=lambda c: int(c[1:]))
     return Answer(text=text, citations=cited, caveats=caveats, writer="template")
+
+
+def with_understanding(answer: Answer, intent: Intent | None, plan: Plan | None) -> Answer:
+    """Say first how the question was read (a place taken from the previous question, a
+    corrected spelling) and which parts were not done, whoever wrote the rest."""
+    lead: list[str] = []
+    if intent is not None:
+        lead += [n.rstrip(".") + "." for n in intent.notes]
+    if plan is not None:
+        for n in plan.notes:
+            if n.startswith("not done: "):
+                what = n[len("not done: ") :]
+                lead.append(f"Not done: {what[:1].upper() + what[1:]}.")
+    if not lead:
+        return answer
+    return answer.model_copy(update={"text": " ".join([*lead, answer.text]).strip()})
 
 
 def _dedupe_caveats(caveats: list[str]) -> list[str]:

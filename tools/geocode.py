@@ -328,6 +328,40 @@ class Gazetteer:
                     bbox=bbox,
                 )
                 self._add_name(c["name"], reg)
+        self._add_translations()
+
+    def _add_translations(self) -> None:
+        """Country and US state names in French, Spanish and German ("Virginie", "Alemania",
+        "Mexiko"), from pycountry's ISO 3166 translations, so a qualifier in the user's
+        language reads like the English one."""
+        try:
+            import gettext
+
+            import pycountry
+        except ImportError:  # names stay English-only
+            return
+        for lang in ("fr", "es", "de"):
+            try:
+                countries = gettext.translation(
+                    "iso3166-1", pycountry.LOCALES_DIR, languages=[lang]
+                )
+                subdivisions = gettext.translation(
+                    "iso3166-2", pycountry.LOCALES_DIR, languages=[lang]
+                )
+            except OSError:
+                continue
+            for iso in self.countries:
+                country = pycountry.countries.get(alpha_2=iso)
+                if country is not None:
+                    for reg in self._region_codes.get(iso, []):
+                        if reg.kind == "country":
+                            self._add_name(countries.gettext(country.name), reg)
+            for code in self.us_states:
+                sub = pycountry.subdivisions.get(code=f"US-{code}")
+                if sub is not None:
+                    for reg in self._region_codes.get(code, []):
+                        if reg.kind == "us_state":
+                            self._add_name(subdivisions.gettext(sub.name), reg)
 
     def _add_name(self, name: str, reg: Region) -> None:
         key = _region_key(name)
@@ -398,6 +432,17 @@ class Gazetteer:
                 if label not in out:
                     out.append(label)
         return out
+
+    def names_between(self, first: str, min_len: int, max_len: int) -> list[str]:
+        """Distinct normalised names starting with ``first`` with min..max letters (spaces
+        not counted): the candidate list for fuzzy matching of a misspelt place."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT norm FROM names WHERE norm >= ? AND norm < ? "
+                "AND length(replace(norm, ' ', '')) BETWEEN ? AND ?",
+                (first, first + "\U0010ffff", min_len, max_len),
+            ).fetchall()
+        return [r[0] for r in rows]
 
     def admin_name(self, city: City) -> str | None:
         if city.country_code == "US" and city.admin1 in self.us_states:
@@ -865,30 +910,23 @@ def resolve_offline(text: str, scale: Scale, gaz: Gazetteer) -> Resolved:
         missing, regs = fallback
         # Prefer the most specific region a qualifier names (a state over a country).
         region = sorted(regs, key=lambda r: 0 if r.kind == "us_state" else 1)[0]
-        if region.kind == "country":
-            # A whole country is no stand-in for a town: "Nowhereville, Mexico" must not
-            # quietly become Mexico (a state still is a usable, stated approximation).
-            suggestions = gaz.suggest(missing)
-            hint = (
-                "Check the spelling, give coordinates (e.g. 21.88 N, 102.29 W) or draw the area "
-                "on the map."
-            )
-            if suggestions:
-                hint = f"Did you mean {' or '.join(suggestions)}? " + hint
-            raise GeoScoutToolError(
-                "not_found",
-                f"“{missing}” in {region.name} is not in the offline gazetteer of places with "
-                "500 or more people.",
-                hint=hint,
-                candidates=suggestions,
-            )
-        res = _region_aoi(gaz, region, scale)
-        res.caveats.insert(
-            0,
-            f"{missing} was not found in the offline gazetteer; using {region.name}. "
-            "Give coordinates or draw the area for a tighter result.",
+        # A whole state or country is no stand-in for a town: "Nowhereville, Mexico" must not
+        # become Mexico, nor "West Oakland, California" the imagery of another city somewhere
+        # in California. Say so, with the closest spellings.
+        suggestions = gaz.suggest(missing)
+        hint = (
+            "Check the spelling, give coordinates (e.g. 21.88 N, 102.29 W) or draw the area "
+            "on the map."
         )
-        return res
+        if suggestions:
+            hint = f"Did you mean {' or '.join(suggestions)}? " + hint
+        raise GeoScoutToolError(
+            "not_found",
+            f"“{missing}” in {region.name} is not in the offline gazetteer of places with "
+            "500 or more people.",
+            hint=hint,
+            candidates=suggestions,
+        )
 
     suggestions = gaz.suggest(text.split(",")[0])
     hint = "Check the spelling, add the country, give coordinates (e.g. 47.02 N, 99.15 W) or draw the area on the map."
@@ -1135,6 +1173,12 @@ class GeocodeArgs(BaseModel):
         default="auto",
         description="'central' for the town centre only, 'wide' for the town and its surroundings",
     )
+    radius_km: float | None = Field(
+        default=None,
+        ge=0.1,
+        le=100,
+        description="half-size of the area in km when the user gave one ('within 10 km of')",
+    )
 
     @field_validator("place", mode="before")
     @classmethod
@@ -1160,6 +1204,11 @@ def run(args: GeocodeArgs, ctx: ToolContext) -> ToolResult:
         res = resolve_nominatim(args.place, args.scale, ctx)
     else:
         res = resolve_offline(args.place, args.scale, _gazetteer(ctx))
+    if args.radius_km is not None and res.kind in ("city", "coordinates", "osm"):
+        # The user's own distance replaces the population-based size.
+        res.aoi = AOI.around(res.lon, res.lat, args.radius_km, name=res.title)
+        res.geometry = None
+        res.method = f"box of {args.radius_km:g} km around the place, as asked"
     return _result(res, args)
 
 

@@ -83,6 +83,12 @@ class GroundArgs(BaseModel):
         max_length=16,
         description="band names of a raster in file order, e.g. ['blue','green','red','nir']",
     )
+    min_object_m: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000,
+        description="typical size of one object in metres; refused when pixels are too coarse",
+    )
 
     @field_validator("scene", mode="before")
     @classmethod
@@ -288,7 +294,24 @@ def _tool_error(exc: VLMError, host: str, model: str) -> GeoScoutToolError:
     )
 
 
+# An object needs about this many pixels across to be seen at all.
+MIN_PIXELS_PER_OBJECT = 3
+
+
 def run(args: GroundArgs, ctx: ToolContext) -> ToolResult:
+    # Resolution first: with 10 m pixels no model will ever see a car, so the honest reason
+    # is the image, not a missing vision model.
+    if args.scene is not None and args.min_object_m and args.scene.gsd:
+        gsd = float(args.scene.gsd)
+        if gsd * MIN_PIXELS_PER_OBJECT > args.min_object_m:
+            return ToolResult.fail(
+                "unsupported",
+                f"{args.query[:1].upper() + args.query[1:]} are about {args.min_object_m:g} m "
+                f"across; this image has {gsd:g} m pixels, too coarse to see them (an object "
+                f"needs about {MIN_PIXELS_PER_OBJECT} pixels).",
+                hint=f"Use imagery of {args.min_object_m / MIN_PIXELS_PER_OBJECT:.1g} m per pixel "
+                "or finer (aerial or drone images).",
+            )
     if ctx.vlm is None:
         return ToolResult.fail("unavailable", UNAVAILABLE_MESSAGE, hint=UNAVAILABLE_HINT)
     caveats: list[str] = []

@@ -239,14 +239,11 @@ def test_molino_florida_is_in_the_gazetteer(ctx: ToolContext) -> None:
     assert res.outputs["place"]["admin_region"] == "Florida"
 
 
-def test_missing_town_falls_back_to_the_named_state(ctx: ToolContext) -> None:
-    res = ok(geocode(ctx, "Wallops Island, Virginia"))
-    assert res.outputs["place"]["kind"] == "us_state"
-    assert res.caveats[0].startswith(
-        "Wallops Island was not found in the offline gazetteer; using Virginia"
-    )
-    # The state's box holds its towns.
-    assert AOI.model_validate(res.outputs["aoi"]).shape().contains(Point(-75.67, 37.72))
+def test_missing_town_is_not_widened_to_its_state(ctx: ToolContext) -> None:
+    # Answering about Virginia for "Wallops Island" would present another place as the answer.
+    res = geocode(ctx, "Wallops Island, Virginia")
+    assert res.error is not None and res.error.code == "not_found"
+    assert "Wallops Island" in res.error.message and "Virginia" in res.error.message
 
 
 def test_unknown_place_is_not_found_with_a_hint(ctx: ToolContext) -> None:

@@ -1,0 +1,526 @@
+"""The deterministic question parser: text (+ the previous turn) -> :class:`Intent`.
+
+No model, no per-sentence patterns: the question is tokenised and normalised
+(:mod:`agents.lexicon`), the multilingual lexicon tags what each word is (a target, a task
+cue, a unit, a month, a relation, a stopword, in English, French, Spanish or German), places
+come from the gazetteer (:mod:`agents.places`), and the intent is decided from those tags by
+the rules below. It is the fallback when no LLM is available and the cross-check of the LLM
+parser (:mod:`agents.understanding`).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from agents.intent import (
+    AreaUnit,
+    DateSpec,
+    Filters,
+    Intent,
+    Language,
+    LengthUnit,
+    PlaceMention,
+    Relation,
+    Target,
+    Task,
+)
+from agents.lexicon import Match, Token, detect_language, lexicon, norm_phrase, tokenize
+
+if TYPE_CHECKING:
+    from tools.geocode import Gazetteer
+
+_SEGMENT_TARGETS: set[str] = {"water", "vegetation", "cloud", "cloud_shadow"}
+_YEAR = re.compile(r"^(19[5-9]\d|20\d\d)$")
+_AREA_TO_KM2 = {"km2": 1.0, "ha": 0.01, "acre": 0.0040468564224, "mi2": 2.589988110336, "m2": 1e-6}
+_LENGTH_TO_KM = {"km": 1.0, "mi": 1.609344, "m": 0.001}
+
+
+@dataclass
+class Tagged:
+    """The question's tokens with what the lexicon says of them."""
+
+    text: str
+    tokens: list[Token]
+    language: str
+    matches: list[Match]
+    used: set[int] = field(default_factory=set)  # token indices consumed by a place/date/number
+
+    def concepts(self, prefix: str) -> list[Match]:
+        return [m for m in self.matches if m.concept.startswith(prefix)]
+
+    def has(self, concept: str) -> bool:
+        return any(m.concept == concept for m in self.matches)
+
+    def first_index(self, prefix: str) -> int | None:
+        found = [m.start for m in self.concepts(prefix)]
+        return min(found) if found else None
+
+
+def _best_matches(matches: list[Match]) -> list[Match]:
+    """Drop matches inside a longer match of another concept group ("cloud shadow" is not
+    "cloud"; "how many" is not "many"), keeping overlaps within one group (tasks + targets)."""
+    out = []
+    for m in matches:
+        inside = any(
+            o is not m
+            and o.length > m.length
+            and o.start <= m.start
+            and m.end <= o.end
+            and o.concept.split(".")[0] == m.concept.split(".")[0]
+            for o in matches
+        )
+        if not inside:
+            out.append(m)
+    return out
+
+
+def tag(text: str) -> Tagged:
+    tokens = tokenize(text)
+    lang = detect_language(tokens)
+    langs: tuple[str, ...] = (lang,) if lang == "en" else (lang, "en")
+    matches = _best_matches(lexicon().scan(tokens, langs))
+    return Tagged(text, tokens, lang, matches)
+
+
+# ---------------------------------------------------------------------------- dates
+
+
+def _year_span(year: int) -> tuple[dt.date, dt.date]:
+    return dt.date(year, 1, 1), dt.date(year, 12, 31)
+
+
+def _month_span(year: int, month: int) -> tuple[dt.date, dt.date]:
+    return dt.date(year, month, 1), dt.date(year, month, calendar.monthrange(year, month)[1])
+
+
+_SEASONS = {"spring": (3, 5), "summer": (6, 8), "autumn": (9, 11), "winter": (12, 2)}
+
+
+def _phrase_at(tokens: list[Token], i: int, phrases: Iterable[tuple[str, ...]]) -> int:
+    """Length of the longest phrase ending right before token ``i`` (0 when none)."""
+    best = 0
+    for p in phrases:
+        n = len(p)
+        if n and i - n >= 0 and tuple(t.norm for t in tokens[i - n : i]) == p:
+            best = max(best, n)
+    return best
+
+
+def _phrases(path: str) -> list[tuple[str, ...]]:
+    return [norm_phrase(str(w)) for w in lexicon().words(path)]
+
+
+def parse_dates(tg: Tagged, today: dt.date) -> tuple[list[DateSpec], bool, list[int]]:
+    """Dates as written, in order; whether "every year" was asked; future years."""
+    toks = tg.tokens
+    lex = lexicon()
+    month_of = {m.start: int(m.concept.split(".")[1]) for m in tg.concepts("months.")}
+    season_of = {m.start: m.concept.split(".")[1] for m in tg.concepts("seasons.")}
+    since, before = _phrases("date_since"), _phrases("date_before")
+    between = _phrases("date_between")
+    every = any(m.concept == "every_year" for m in lex.scan(toks, ("*",)))
+    specs: list[DateSpec] = []
+    future: list[int] = []
+    years = [i for i, t in enumerate(toks) if _YEAR.match(t.norm)]
+    for i in years:
+        year = int(toks[i].norm)
+        if year > today.year:
+            future.append(year)
+            continue
+        start, end = _year_span(year)
+        text = toks[i].raw
+        if i - 1 in month_of:
+            start, end = _month_span(year, month_of[i - 1])
+            text = f"{toks[i - 1].raw} {text}"
+            tg.used.add(i - 1)
+        elif i - 1 in season_of:
+            a, b = _SEASONS[season_of[i - 1]]
+            start = dt.date(year if a != 12 else year - 1, a, 1)
+            end = _month_span(year, b)[1]
+            text = f"{toks[i - 1].raw} {text}"
+            tg.used.add(i - 1)
+        lead = i - 1 if (i - 1 in month_of or i - 1 in season_of) else i
+        n_since = _phrase_at(toks, lead, since)
+        n_before = _phrase_at(toks, lead, before)
+        prev_is_year = bool(specs) and _is_range_link(toks, lead, between)
+        if n_since and not prev_is_year and len(years) == 1:
+            # "since 2009": that year and the latest imagery up to today.
+            specs.append(
+                DateSpec(text=f"{_raw(toks, lead - n_since, lead)} {text}", start=start, end=end)
+            )
+            specs.append(DateSpec(text="now", start=dt.date(year + 1, 1, 1), end=today))
+        elif n_before and not prev_is_year:
+            specs.append(
+                DateSpec(
+                    text=f"{_raw(toks, lead - n_before, lead)} {text}",
+                    start=dt.date(1950, 1, 1),
+                    end=start - dt.timedelta(days=1),
+                )
+            )
+        else:
+            specs.append(DateSpec(text=text, start=start, end=min(end, today)))
+        tg.used.add(i)
+    # "2009-2020" is one token pair with a dash between: handled as two years above.
+    return specs, every, sorted(set(future))
+
+
+def _is_range_link(tokens: list[Token], i: int, between: list[tuple[str, ...]]) -> bool:
+    links = {"and", "to", "until", "through", "et", "a", "au", "y", "hasta", "al", "und", "bis"}
+    return i - 1 >= 0 and tokens[i - 1].norm in links
+
+
+def _raw(tokens: list[Token], a: int, b: int) -> str:
+    return " ".join(t.raw for t in tokens[max(a, 0) : b])
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def _number_before(tokens: list[Token], i: int, span: int = 2) -> tuple[float, int] | None:
+    for k in range(i - 1, max(i - 1 - span, -1), -1):
+        if tokens[k].is_number and not _YEAR.match(tokens[k].norm):
+            try:
+                return float(tokens[k].norm), k
+            except ValueError:
+                return None
+    return None
+
+
+def _units(tg: Tagged) -> tuple[AreaUnit | None, LengthUnit | None, bool]:
+    area: AreaUnit | None = None
+    length: LengthUnit | None = None
+    share = bool(tg.concepts("share_words")) or any(
+        t.norm == "%" and i not in tg.used for i, t in enumerate(tg.tokens)
+    )
+    for m in tg.concepts("area_units."):
+        area = cast(AreaUnit, m.concept.split(".")[1])
+        break
+    for m in tg.concepts("length_units."):
+        unit = m.concept.split(".")[1]
+        # "2 km around" is a radius, not the unit of the answer; "m" alone is too ambiguous.
+        if _number_before(tg.tokens, m.start, 1) is None and unit != "m":
+            length = cast(LengthUnit, unit)
+            break
+    return area, length, share
+
+
+def _filters(tg: Tagged, targets: list[str]) -> tuple[Filters, float | None, list[int]]:
+    """Cloud limit, size limits, largest-N, damage condition, platform; a radius."""
+    f = Filters()
+    toks = tg.tokens
+    radius: float | None = None
+    used: list[int] = []
+    cloud_idx = {m.start for m in tg.concepts("targets.cloud")}
+    cloud_prefix = _phrases("cloud_limit_prefix")
+    for i, t in enumerate(toks):
+        if t.norm != "%":
+            continue
+        num = _number_before(toks, i, 1)
+        if num is None:
+            continue
+        near_cloud = any(abs(c - i) <= 4 for c in cloud_idx)
+        if near_cloud and (_phrase_at(toks, num[1], cloud_prefix) or any(c > i for c in cloud_idx)):
+            f.max_cloud_pct = max(0.0, min(100.0, num[0]))
+            used += [num[1], i]
+    if f.max_cloud_pct is None and any(
+        m.concept == "targets.cloud" and "free" in toks[m.start : m.end + 1][-1].norm
+        for m in tg.matches
+    ):
+        f.max_cloud_pct = 10.0
+    # Sizes: "lakes larger than 2 ha", "within 50 m of", "10 km around".
+    larger, smaller = _phrases("size_larger"), _phrases("size_smaller")
+    for m in tg.concepts("area_units."):
+        num = _number_before(toks, m.start, 1)
+        if num is None:
+            continue
+        km2 = num[0] * _AREA_TO_KM2[m.concept.split(".")[1]]
+        if _phrase_at(toks, num[1], larger):
+            f.min_area_km2 = km2
+        elif _phrase_at(toks, num[1], smaller):
+            f.max_area_km2 = km2
+        used += [num[1]]
+    for m in tg.concepts("length_units."):
+        num = _number_before(toks, m.start, 1)
+        if num is None:
+            continue
+        used.append(num[1])
+        km = num[0] * _LENGTH_TO_KM[m.concept.split(".")[1]]
+        if km > 0:
+            radius = km
+    for m in tg.concepts("largest_words"):
+        num = _number_before(toks, m.start, 1)
+        superlative = toks[m.start].norm.endswith(("est", "sten", "ten")) or toks[m.start].norm in (
+            "plus", "mas",
+        )  # fmt: skip
+        if num is not None:
+            f.largest_n = max(1, int(num[0]))
+            used.append(num[1])
+        elif superlative and any(t in targets for t in ("water", "buildings")):
+            f.largest_n = 1 if not toks[min(m.end, len(toks) - 1)].norm.endswith("s") else 5
+        elif any(t in targets for t in ("water", "buildings")):
+            f.largest_n = 5
+    if "buildings" in targets:
+        if tg.concepts("damage.destroyed"):
+            f.condition = "destroyed"
+        elif tg.concepts("damage.damaged"):
+            f.condition = "damaged"
+    for m in tg.concepts("platforms."):
+        f.platform = m.concept.split(".")[1]
+        break
+    return f, radius, used
+
+
+# ---------------------------------------------------------------------------- intent
+
+
+def _targets(tg: Tagged, place_tokens: set[int]) -> list[str]:
+    seen: list[str] = []
+    for m in sorted(tg.concepts("targets."), key=lambda m: m.start):
+        if any(k in place_tokens for k in range(m.start, m.end)):
+            continue  # "Salt Lake City" is a place, not a lake
+        name = m.concept.split(".")[1]
+        if name not in seen:
+            seen.append(name)
+    return seen
+
+
+def _objects(tg: Tagged, place_tokens: set[int]) -> str | None:
+    for m in sorted(tg.concepts("objects."), key=lambda m: m.start):
+        if not any(k in place_tokens for k in range(m.start, m.end)):
+            return m.concept.split(".", 1)[1]
+    return None
+
+
+def _topic(tg: Tagged, place_tokens: set[int]) -> str | None:
+    for m in sorted(tg.concepts("topics."), key=lambda m: (-m.length, m.start)):
+        if not any(k in place_tokens for k in range(m.start, m.end)):
+            return m.concept.split(".", 1)[1]
+    return None
+
+
+def _relations(tg: Tagged, targets: list[str], radius: float | None) -> list[Relation]:
+    """Two targets joined by a relation word: "roads near the lakes" -> roads within a
+    distance of water. The first target is measured; the second is what it relates to."""
+    if len(targets) < 2:
+        return []
+    pos = {t: tg.first_index(f"targets.{t}") for t in targets}
+    a, b = targets[0], targets[1]
+    ia, ib = pos[a], pos[b]
+    if ia is None or ib is None:
+        return []
+    lo, hi = sorted((ia, ib))
+    between = [m for m in tg.concepts("relations.") if lo < m.start < hi]
+    if not between:
+        return []
+    pred = between[0].concept.split(".")[1]
+    distance = radius * 1000 if (radius is not None and pred == "within_distance") else None
+    if pred == "within_distance" and distance is None:
+        distance = 100.0
+    return [Relation(predicate=cast(Any, pred), other=cast(Target, b), distance_m=distance)]
+
+
+def _task(tg: Tagged, targets: list[str], objects: str | None, topic: str | None,
+          dates: list[DateSpec], this_image: bool) -> Task:  # fmt: skip
+    has = tg.concepts
+    measurable = [t for t in targets if t != "imagery"]
+    if has("tasks.capabilities"):
+        return "capabilities"
+    if has("tasks.describe") and not measurable and not objects:
+        return "describe"
+    if topic and not measurable and not objects:
+        return "out_of_scope"
+    seg = [t for t in measurable if t in _SEGMENT_TARGETS]
+    distinct = {(d.start, d.end) for d in dates}
+    if seg and (has("tasks.change") or len(distinct) >= 2) and (dates or has("tasks.change")):
+        return "change"
+    if objects:
+        return "locate" if has("tasks.locate") and not has("tasks.count") else "count"
+    if not measurable and ("imagery" in targets or has("tasks.list_imagery")):
+        return "describe" if this_image else "list_imagery"
+    if has("tasks.compare") and len(measurable) >= 1:
+        return "compare"
+    share = bool(has("share_words")) or any(t.norm == "%" for t in tg.tokens)
+    if "buildings" in measurable[:1] and has("tasks.count"):
+        return "count"
+    if measurable and has("tasks.locate") and not has("tasks.measure") and not has("tasks.count"):
+        return "locate"
+    if measurable[:1] == ["buildings"]:
+        return "measure" if (share or has("tasks.measure")) else "count"
+    if measurable:
+        return "measure"
+    if has("tasks.describe"):
+        return "describe"
+    return "unknown"
+
+
+def parse_rules(
+    question: str,
+    gaz: Gazetteer,
+    today: dt.date,
+    previous: Intent | None = None,
+    has_area: bool = False,
+    has_image: bool = False,
+) -> tuple[Intent, list[int]]:
+    """The intent of ``question`` read by rules, and any future years it names."""
+    from agents.places import PlaceFinder
+    from agents.safety import assess
+    from tools.geocode import parse_coordinates
+
+    tg = tag(question)
+    coords = parse_coordinates(question)
+    dates, every, future = parse_dates(tg, today)
+    skip = set(tg.used)
+    if coords is not None:
+        skip |= {
+            i
+            for i, t in enumerate(tg.tokens)
+            if t.is_number or t.norm in {"n", "s", "e", "w", "o", "lat", "lon"}
+        }
+    prelim_targets = [m.concept.split(".")[1] for m in tg.concepts("targets.")]
+    filters, radius, used_nums = _filters(tg, prelim_targets)
+    tg.used |= set(used_nums)
+    skip |= set(used_nums)
+    # Platform names and months are never places ("Sentinel", Oklahoma; "May", a surname).
+    skip |= {k for m in tg.concepts("platforms.") for k in range(m.start, m.end)}
+    skip |= {k for m in tg.concepts("months.") for k in range(m.start, m.end)}
+    places: list[PlaceMention] = []
+    notes: list[str] = []
+    place_tokens: set[int] = set()
+    if coords is None:
+        for cand in PlaceFinder(gaz).find(tg.tokens, skip)[:2]:
+            places.append(
+                PlaceMention(
+                    text=cand.text, name=cand.name, label=cand.label,
+                    kind=cast(Any, cand.kind), geonameid=cand.geonameid,
+                    corrected=cand.corrected, score=min(1.0, cand.score / 10.0),
+                )
+            )  # fmt: skip
+            place_tokens |= set(range(cand.start, cand.end))
+            notes += [n[0].upper() + n[1:] for n in cand.notes]
+    targets = _targets(tg, place_tokens)
+    objects = _objects(tg, place_tokens)
+    topic = _topic(tg, place_tokens)
+    if filters.max_cloud_pct is not None and targets.count("cloud") and len(targets) > 1:
+        targets.remove("cloud")  # "images with less than 10% cloud": a filter, not a target
+    if filters.max_cloud_pct is not None and targets == ["cloud"]:
+        targets = ["imagery"]
+    area_unit, length_unit, share = _units(tg)
+    this_area = bool(tg.concepts("this_area")) or (has_area and not places and coords is None)
+    this_image = bool(tg.concepts("this_image")) or (has_image and not places and coords is None)
+    task = _task(tg, targets, objects, topic, dates, this_image)
+    if task == "change" and len(dates) == 1 and dates[0].text != "now":
+        dates.append(DateSpec(text="now", start=dates[0].end + dt.timedelta(days=1), end=today))
+    scale: Any = "auto"
+    if tg.concepts("scale.central"):
+        scale = "central"
+    elif tg.concepts("scale.wide"):
+        scale = "wide"
+    measured = [t for t in targets if t != "imagery"] or (
+        ["imagery"] if "imagery" in targets else []
+    )
+    if task in ("out_of_scope", "capabilities"):
+        measured = [t for t in measured if t != "imagery"]
+    safety = assess(question)
+    intent = Intent(
+        task=task,
+        targets=cast(list[Target], measured),
+        objects=objects,
+        topic=topic,
+        places=places,
+        coordinates=coords,
+        scale=scale,
+        radius_km=radius if (radius and not _relations(tg, measured, None)) else None,
+        this_area=this_area,
+        this_image=this_image,
+        on_image="imagery" in targets or filters.platform is not None,
+        dates=dates,
+        every_year=every,
+        relations=_relations(tg, measured, radius),
+        filters=filters,
+        wants_share=share,
+        area_unit=area_unit,
+        length_unit=length_unit,
+        language=cast(Language, tg.language),
+        safety=safety.safety,
+        safety_reason=safety.reason,
+        mentions_person=safety.mentions_person,
+        source="rules",
+        notes=notes,
+    )
+    if previous is not None:
+        intent = apply_previous(intent, previous, tg)
+    return intent, future
+
+
+def _is_followup(tg: Tagged) -> bool:
+    return bool(tg.concepts("followup")) or bool(tg.concepts("zoom."))
+
+
+def apply_previous(intent: Intent, prev: Intent, tg: Tagged | None = None) -> Intent:
+    """Fill what a follow-up leaves out from the previous turn ("and in 2020?", "what about
+    roads?", "zoom out to 10 km"), saying what was taken."""
+    if intent.task in ("capabilities",) or intent.safety != "ok":
+        return intent
+    no_place = not intent.places and intent.coordinates is None and not intent.this_area
+    cue = tg is not None and _is_followup(tg)
+    short = tg is not None and len(tg.tokens) <= 8
+    if not (no_place and (cue or short or not intent.targets)):
+        return intent
+    upd: dict[str, Any] = {}
+    inherited: list[str] = []
+    notes = list(intent.notes)
+    if prev.places or prev.coordinates is not None or prev.this_area:
+        upd.update(places=prev.places, coordinates=prev.coordinates, this_area=prev.this_area,
+                   scale=prev.scale if intent.scale == "auto" else intent.scale)  # fmt: skip
+        inherited.append("place")
+        where = (
+            prev.places[0].label or prev.places[0].name
+            if prev.places
+            else ("the coordinates" if prev.coordinates else "the area you drew")
+        )
+        notes.append(f"Using {where} from your previous question")
+    if prev.this_image and not intent.this_image:
+        upd["this_image"] = True
+    targets = list(intent.targets)
+    objects = intent.objects
+    if (
+        not targets
+        and not objects
+        and intent.task in ("unknown", "locate", "measure", "count", "change", "list_imagery")
+    ):
+        targets = list(prev.targets)
+        objects = prev.objects
+        upd.update(targets=targets, objects=objects, relations=prev.relations)
+        inherited.append("target")
+    task = intent.task
+    if task in ("unknown", "list_imagery") and (targets or objects) and task != prev.task:
+        task = prev.task if prev.task not in ("capabilities", "out_of_scope") else "measure"
+    dates = list(intent.dates)
+    segment_target = any(t in _SEGMENT_TARGETS for t in targets)
+    if not dates and prev.dates and segment_target:
+        dates = list(prev.dates)  # "same for vegetation" after a change question
+        inherited.append("dates")
+        if prev.task == "change":
+            task = "change"
+    elif prev.task == "change" and intent.dates and not intent.targets:
+        task = "measure" if len(intent.dates) == 1 else "change"  # "and in 2015?"
+    upd["task"] = task
+    upd["dates"] = dates
+    if intent.radius_km is None and prev.radius_km is not None:
+        upd["radius_km"] = prev.radius_km
+    if tg is not None and tg.concepts("zoom.out") and intent.radius_km is None:
+        upd["scale"] = "wide"
+    if tg is not None and tg.concepts("zoom.in") and intent.radius_km is None:
+        upd["scale"] = "central"
+    if intent.filters == Filters() and prev.filters != Filters() and "target" in inherited:
+        upd["filters"] = prev.filters
+    for unit in ("area_unit", "length_unit"):
+        if getattr(intent, unit) is None and getattr(prev, unit) is not None:
+            upd[unit] = getattr(prev, unit)
+    upd.update(followup=True, inherited=inherited, notes=notes)
+    return intent.model_copy(update=upd)

@@ -1,0 +1,316 @@
+"""Place mentions in free text, found in the GeoNames gazetteer (no capitalisation needed).
+
+Every word n-gram (1-4 words) of the question is looked up in the gazetteer's normalised
+name index (235,000 places, their alternate names in other languages, countries, US states,
+continents). Words the lexicon knows (stopwords, "water", "roads", "show", in any supported
+language) can be part of a place ("Salt Lake City", "Green Bay") but cannot be one on their
+own unless written with a capital mid-sentence. A mention is scored on what supports it:
+the place's population, a preposition before it ("near", "près de", "cerca de", "bei"), a
+qualifier after it that fits ("accomac virginia", "kampala, uganda"), capitals, length.
+Words no lexicon or gazetteer knows are matched fuzzily (typos: "acomac", "kampla") against
+gazetteer names with the same first letter, accepting only close matches of real towns.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from agents.lexicon import Token, lexicon, norm_phrase
+
+if TYPE_CHECKING:
+    from tools.geocode import City, Gazetteer, Region
+
+_MAX_N = 4
+_MIN_SCORE = 2.0
+# Fuzzy matches: rapidfuzz ratio (0-100) a typo must reach, and the smallest town accepted.
+_FUZZY_CUTOFF = 84.0
+_FUZZY_MIN_POP = 1000
+_FUZZY_SURE = 90.0  # one letter off in a long name: any town, however small
+
+
+@dataclass
+class Candidate:
+    start: int  # token indices [start, end)
+    end: int
+    text: str  # as written
+    name: str  # to geocode ("Accomac, Virginia")
+    label: str  # gazetteer label
+    kind: str  # city | region | country | continent
+    score: float
+    population: int = 0
+    geonameid: int | None = None
+    corrected: bool = False
+    qualifier: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _prepositions() -> frozenset[tuple[str, ...]]:
+    return frozenset(norm_phrase(str(w)) for w in lexicon().words("place_prepositions"))
+
+
+@lru_cache(maxsize=1)
+def _preposition_set() -> frozenset[tuple[str, ...]]:
+    return _prepositions()
+
+
+def _preceded_by_preposition(tokens: list[Token], start: int) -> bool:
+    for phrase in _preposition_set():
+        n = len(phrase)
+        if start - n >= 0 and tuple(t.norm for t in tokens[start - n : start]) == phrase:
+            return True
+    return False
+
+
+def _region_kind(reg: Region) -> str:
+    return {"us_state": "region", "country": "country", "continent": "continent"}[reg.kind]
+
+
+def _fits_city(city: City, regs: list[Region]) -> bool:
+    for r in regs:
+        if r.kind == "country" and city.country_code == r.code:
+            return True
+        if r.kind == "us_state" and city.country_code == "US" and city.admin1 == r.code:
+            return True
+    return False
+
+
+class PlaceFinder:
+    """Finds place mentions in tokenised text against one gazetteer."""
+
+    def __init__(self, gaz: Gazetteer) -> None:
+        self.gaz = gaz
+        self.lex = lexicon()
+
+    # ------------------------------------------------------------------ exact n-grams
+    def find(self, tokens: list[Token], skip: set[int] | None = None) -> list[Candidate]:
+        """Non-overlapping best mentions, best first. ``skip``: token indices already used
+        (coordinates, numbers)."""
+        skip = skip or set()
+        cands: list[Candidate] = []
+        n_tok = len(tokens)
+        for i in range(n_tok):
+            for n in range(1, _MAX_N + 1):
+                j = i + n
+                if j > n_tok or any(k in skip or tokens[k].is_number for k in range(i, j)):
+                    break
+                cand = self._exact(tokens, i, j)
+                if cand is not None:
+                    cands.append(cand)
+        cands += self._fuzzy(tokens, skip, cands)
+        return _select(cands)
+
+    def _vocab_only(self, tokens: list[Token], i: int, j: int) -> bool:
+        return all(t.norm in self.lex.vocabulary for t in tokens[i:j])
+
+    def _capitalised(self, tokens: list[Token], i: int, j: int) -> bool:
+        # The question's first word is capitalised anyway; it does not count as a name cue.
+        return all(t.capitalised for t in tokens[i:j]) and not (i == 0 and j - i == 1)
+
+    def _support(self, tokens: list[Token], i: int, j: int, population: int) -> float:
+        s = 0.45 * math.log10(population + 10)
+        if _preceded_by_preposition(tokens, i):
+            s += 2.0
+        if self._capitalised(tokens, i, j):
+            s += 1.5
+        s += 0.8 * (j - i - 1)
+        if self._vocab_only(tokens, i, j) and not self._capitalised(tokens, i, j):
+            s -= 8.0
+        first = tokens[i].norm
+        if first in self.lex.all_stopwords and j - i > 1 and not tokens[i].capitalised:
+            s -= 2.0  # "la paz" is fine, "in paris" is not a place named "In Paris"
+        if j - i == 1 and len(tokens[i].norm) <= 3 and not tokens[i].raw.isupper():
+            s -= 2.0
+        return s
+
+    def _qualifier(self, tokens: list[Token], j: int) -> tuple[list[Region], int, str]:
+        """Regions named right after a mention ("virginia", ", uganda", "in texas")."""
+        k = j
+        if k < len(tokens) and tokens[k].norm in {"in", "en", "im", "de", "del"}:
+            k += 1
+        for n in (3, 2, 1):
+            if k + n > len(tokens):
+                continue
+            text = " ".join(t.raw for t in tokens[k : k + n])
+            regs = self.gaz.regions_for_qualifier(text)
+            # A lower-case two-letter word is a state code ("va") unless it is a common word
+            # in some language ("in", "or", "me", "de" are stopwords).
+            if regs and not (
+                n == 1 and len(tokens[k].norm) == 2 and tokens[k].norm in self.lex.all_stopwords
+            ):
+                return regs, k + n, text
+        return [], j, ""
+
+    def _exact(self, tokens: list[Token], i: int, j: int) -> Candidate | None:
+        text = " ".join(t.raw for t in tokens[i:j])
+        cities = self.gaz.lookup(text)
+        regions = [r for r in self.gaz.regions_named(text)]
+        if not cities and not regions:
+            return None
+        quals, qend, qtext = self._qualifier(tokens, j)
+        best: Candidate | None = None
+        if cities:
+            fitting = [c for c in cities if _fits_city(c, quals)] if quals else []
+            pool = fitting or cities
+            pool = sorted(pool, key=lambda c: (not c.primary, -c.population))
+            city = pool[0]
+            score = self._support(tokens, i, j, city.population)
+            end = j
+            name = text
+            if fitting:
+                score += 4.0
+                end = qend
+                name = f"{text}, {qtext}"
+            best = Candidate(
+                i, end, " ".join(t.raw for t in tokens[i:end]), name,
+                self.gaz.title(city), "city", score, city.population, city.geonameid,
+                qualifier=qtext if fitting else None,
+            )  # fmt: skip
+        for reg in regions:
+            pop = reg.population or 1_000_000
+            score = self._support(tokens, i, j, pop) + 1.0
+            if best is None or score > best.score:
+                label = reg.name if reg.kind != "us_state" else f"{reg.name}, US"
+                best = Candidate(
+                    i, j, text, text, label, _region_kind(reg), score, pop, reg.geonameid
+                )
+                unknown = self._unknown_before(tokens, i)
+                if unknown is not None:
+                    # "near Pettibone, North Dakota" with Pettibone not in the gazetteer: the
+                    # place asked about is Pettibone, never the whole state in its stead.
+                    k, words = unknown
+                    best = Candidate(
+                        k, j, " ".join(t.raw for t in tokens[k:j]), f"{words}, {text}",
+                        f"{words}, {label}", "unknown", score + 1.0, 0, None, qualifier=text,
+                    )  # fmt: skip
+                    best.notes.append(f"“{words}” is not in the offline gazetteer")
+        return best if best is not None and best.score >= _MIN_SCORE else None
+
+    def _unknown_before(self, tokens: list[Token], i: int) -> tuple[int, str] | None:
+        """Words right before a region that no lexicon or gazetteer knows, after a
+        preposition: the town the user meant ("pettibone" in "near pettibone north dakota")."""
+        k = i
+        while k > 0 and i - k < 3:
+            t = tokens[k - 1]
+            if t.is_number or t.norm in self.lex.vocabulary or self.gaz.lookup(t.raw):
+                break
+            k -= 1
+        if k == i or not _preceded_by_preposition(tokens, k):
+            return None
+        return k, " ".join(t.raw for t in tokens[k:i]).title()
+
+    # ------------------------------------------------------------------ fuzzy (typos)
+    def _fuzzy(
+        self, tokens: list[Token], skip: set[int], exact: list[Candidate]
+    ) -> list[Candidate]:
+        covered = {k for c in exact for k in range(c.start, c.end)}
+        out: list[Candidate] = []
+        for i, tok in enumerate(tokens):
+            word = tok.norm
+            if (
+                i in skip
+                or i in covered
+                or tok.is_number
+                or len(word) < 4
+                or not word.isalpha()
+                or word in self.lex.vocabulary
+            ):
+                continue
+            for n in (2, 1):  # "aguas calientes" -> Aguascalientes; "kampla" -> Kampala
+                j = i + n
+                if j > len(tokens) or any(
+                    tokens[k].norm in self.lex.vocabulary or k in skip for k in range(i, j)
+                ):
+                    continue
+                cand = self._fuzzy_one(tokens, i, j)
+                if cand is not None:
+                    out.append(cand)
+                    break
+        return out
+
+    def _fuzzy_one(self, tokens: list[Token], i: int, j: int) -> Candidate | None:
+        from rapidfuzz import fuzz, process
+
+        # A typo is only guessed where a place is expected: after "in/near/à/bei...", before
+        # a region ("acomac va"), or written with a capital mid-sentence. Otherwise every
+        # unknown English word ("tornado", "port") would become some small town.
+        quals, qend, qtext = self._qualifier(tokens, j)
+        if not (_preceded_by_preposition(tokens, i) or quals or self._capitalised(tokens, i, j)):
+            return None
+
+        query = " ".join(t.norm for t in tokens[i:j])
+        joined = query.replace(" ", "")
+        names = _names_like(self.gaz, query[0], len(joined))
+        hits = process.extract(query, names, scorer=fuzz.ratio, score_cutoff=_FUZZY_CUTOFF, limit=8)
+        best: Candidate | None = None
+        for hit_name, ratio, _ in hits:
+            cities = self.gaz.lookup(hit_name)
+            regions = self.gaz.regions_named(hit_name)
+            fitting = [c for c in cities if _fits_city(c, quals)] if quals else []
+            min_pop = 0 if ratio >= _FUZZY_SURE else _FUZZY_MIN_POP
+            pool = fitting or [c for c in cities if c.population >= min_pop]
+            score_base = (ratio - _FUZZY_CUTOFF) / 4.0
+            if pool:
+                city = sorted(pool, key=lambda c: (not c.primary, -c.population))[0]
+                score = self._support(tokens, i, j, city.population) + score_base - 0.5
+                end, name = j, city.name
+                if fitting:
+                    score += 4.0
+                    end, name = qend, f"{city.name}, {qtext}"
+                cand = Candidate(
+                    i, end, " ".join(t.raw for t in tokens[i:end]), name,
+                    self.gaz.title(city), "city", score, city.population, city.geonameid,
+                    corrected=True, qualifier=qtext if fitting else None,
+                )  # fmt: skip
+            elif regions:
+                reg = regions[0]
+                pop = reg.population or 1_000_000
+                score = self._support(tokens, i, j, pop) + score_base
+                label = reg.name if reg.kind != "us_state" else f"{reg.name}, US"
+                cand = Candidate(
+                    i, j, " ".join(t.raw for t in tokens[i:j]), reg.name, label,
+                    _region_kind(reg), score, pop, reg.geonameid, corrected=True,
+                )  # fmt: skip
+            else:
+                continue
+            if best is None or cand.score > best.score:
+                best = cand
+        if best is not None and best.score >= _MIN_SCORE:
+            best.notes.append(f"read “{best.text}” as {best.label}")
+            return best
+        return None
+
+
+def _select(cands: list[Candidate]) -> list[Candidate]:
+    """Greedy non-overlapping selection, best score first (longer wins on a tie)."""
+    chosen: list[Candidate] = []
+    used: set[int] = set()
+    for c in sorted(cands, key=lambda c: (-c.score, -(c.end - c.start))):
+        span = set(range(c.start, c.end))
+        if span & used:
+            continue
+        chosen.append(c)
+        used |= span
+    return chosen
+
+
+_NAME_CACHE: dict[tuple[str, str, int], list[str]] = {}
+
+
+def _names_like(gaz: Gazetteer, first: str, length: int) -> list[str]:
+    """Distinct normalised names starting with ``first`` whose letters number length±2.
+
+    Cached per (gazetteer, letter, length): a typo'd word costs one indexed range scan the
+    first time (tens of ms) and a dictionary lookup after.
+    """
+    key = (gaz.location, first, length)
+    if key not in _NAME_CACHE:
+        try:
+            rows = gaz.names_between(first, length - 2, length + 2)
+        except sqlite3.Error:
+            rows = []
+        _NAME_CACHE[key] = rows
+    return _NAME_CACHE[key]

@@ -1,0 +1,130 @@
+"""Understanding a question: the rules parser, the LLM parser, and how they are combined.
+
+Modes (``GEOSCOUT_PARSER``): ``rules`` (deterministic only), ``llm`` (the model's reading,
+cross-checked), ``auto`` (both: the rules' reading wherever it found something, the model's
+verified reading where the rules found nothing). In every mode safety is the stricter of the
+two readings plus the text classifier, so an LLM can never let through what the rules refuse,
+and a request that the model marks as harmful is refused even if the rules missed it.
+
+The model gets a time budget (``GEOSCOUT_PARSE_BUDGET_S``); past it, or when it is not
+available, the rules' reading is used and the note says so (shown to the user).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.intent import Intent
+from agents.llm import ChatModel, Completion
+from agents.parse import parse_rules
+
+_SEVERITY = {"ok": 0, "crowd": 1, "person": 2, "targeting": 3}
+
+
+@dataclass
+class Understood:
+    intent: Intent
+    future_years: list[int]
+    note: str  # who understood the question, and any fallback, in plain words
+    completions: list[Completion] = field(default_factory=list)
+    outcome: str = "used"  # of the LLM call: used | rejected
+    dropped: list[str] = field(default_factory=list)
+
+
+def combine(rules: Intent, llm: Intent, question_has_place: bool = True) -> Intent:
+    """The rules' reading, completed by the model's verified reading where it is silent."""
+    upd: dict[str, Any] = {"source": "combined"}
+    filled: list[str] = []
+    rules_found = rules.task != "unknown" and (rules.targets or rules.objects or rules.topic)
+    if not rules_found and llm.task != "unknown":
+        upd.update(task=llm.task, targets=llm.targets, objects=llm.objects, topic=llm.topic)
+        filled.append("what is asked")
+    elif (
+        rules.task in ("measure", "count", "locate")
+        and llm.task == "change"
+        and len(rules.dates or llm.dates) >= 1
+    ):
+        upd["task"] = "change"  # the rules missed a change verb they do not know
+        filled.append("change over time")
+    if not rules.places and rules.coordinates is None and llm.places and not rules.this_area:
+        upd["places"] = llm.places
+        filled.append("the place")
+    if not rules.dates and llm.dates:
+        upd["dates"] = llm.dates
+        filled.append("the dates")
+    for name in ("area_unit", "length_unit"):
+        if getattr(rules, name) is None and getattr(llm, name) is not None:
+            upd[name] = getattr(llm, name)
+    if llm.wants_share and not rules.wants_share:
+        upd["wants_share"] = True
+    if rules.filters.max_cloud_pct is None and llm.filters.max_cloud_pct is not None:
+        upd["filters"] = rules.filters.model_copy(
+            update={"max_cloud_pct": llm.filters.max_cloud_pct}
+        )
+    if _SEVERITY[llm.safety] > _SEVERITY[rules.safety]:
+        upd.update(safety=llm.safety, safety_reason=None)
+    if llm.followup and not rules.followup:
+        upd["followup"] = True
+    notes = list(rules.notes)
+    if filled:
+        notes.append("The language model filled in " + ", ".join(filled))
+    upd["notes"] = notes
+    return rules.model_copy(update=upd)
+
+
+def understand(
+    question: str,
+    *,
+    gaz: Any,
+    today: dt.date,
+    mode: str,
+    chat: ChatModel | None,
+    chat_error: str | None = None,
+    previous: Intent | None = None,
+    has_area: bool = False,
+    has_image: bool = False,
+) -> Understood:
+    """The question's intent under ``mode``; ``chat`` None means the model is unavailable
+    (``chat_error`` says why, for the note)."""
+    from agents.llm_parse import llm_read, verify
+    from agents.parse import apply_previous, tag
+
+    rules, future = parse_rules(question, gaz, today, previous, has_area, has_image)
+    if mode == "rules":
+        return Understood(rules, future, "rules: chosen in settings (GEOSCOUT_PARSER=rules)")
+    if chat is None:
+        why = chat_error or "no language model in this run"
+        return Understood(rules, future, f"rules: {why}")
+    attempt = llm_read(chat, question)
+    calls = [attempt.completion] if attempt.completion is not None else []
+    if attempt.reading is None:
+        why = attempt.error or "no reading"
+        note = f"rules: the language model's reading was not usable ({why})"
+        if "no answer within" in why:
+            note = f"rules: the local language model did not answer in time ({why})"
+        return Understood(rules, future, note, calls, outcome="rejected")
+    llm_intent, dropped = verify(attempt.reading, question, gaz, today)
+    if previous is not None:
+        llm_intent = apply_previous(llm_intent, previous, tag(question))
+    if mode == "llm":
+        # The model's reading leads; the rules' safety and future-date checks still apply.
+        intent = llm_intent.model_copy(
+            update={
+                "safety": max(rules.safety, llm_intent.safety, key=lambda s: _SEVERITY[s]),
+                "safety_reason": rules.safety_reason,
+                "mentions_person": rules.mentions_person,
+                "language": rules.language,
+                "notes": rules.notes if llm_intent.places == rules.places else llm_intent.notes,
+            }
+        )
+        if intent.coordinates is None and rules.coordinates is not None:
+            intent = intent.model_copy(update={"coordinates": rules.coordinates})
+        note = f"{chat.name}: read the question (cross-checked)"
+    else:
+        intent = combine(rules, llm_intent)
+        note = f"{chat.name} and rules: read the question together"
+    if dropped:
+        note += "; dropped from the model's reading: " + "; ".join(dropped[:3])
+    return Understood(intent, future, note, calls, "used", dropped)
