@@ -1,8 +1,11 @@
 """Services the agent starts and owns: the local STAC API, the tool context, the catalogue.
 
 One :class:`Services` per process (the CLI command, the app); it starts servers lazily on
-first use and stops them on ``close()`` and at interpreter exit, so no process outlives the
-command.
+first use and stops them on ``close()`` and at interpreter exit. The exception is the
+embedded LLM server with ``GEOSCOUT_LLM_IDLE_S`` > 0 (the default): it is shared by every
+process and outlives this one until it has been idle that long (models/llm_server.py);
+``close()`` only lets go of it. ``GEOSCOUT_LLM_IDLE_S=0`` makes it a child of this process
+again, so no process outlives the command.
 """
 
 from __future__ import annotations
@@ -20,36 +23,72 @@ from tools.base import ToolContext, ToolLimits, ToolSpec, VLMEndpoint
 
 log = logging.getLogger(__name__)
 
+# Said once, in the log and to the caller (Services.take_llm_note), when the embedded server
+# died mid-session (killed, crashed) and was started again.
+LLM_RESTARTED_NOTE = "the local language model stopped and was restarted"
+# A server that keeps dying is given up on after this many restarts in one Services.
+MAX_LLM_RESTARTS = 3
+
 
 class _SharedLLMServers:
-    """One embedded LLM server per (model file, context, threads) in this process.
+    """One embedded LLM server object per (model file, context, threads, mode) in this process.
 
     Several Assistants (eval workers, app sessions) share it instead of loading 1 GB of
-    weights each and fighting over the same cores; it stops when the last user releases it
-    (and at exit).
+    weights each and fighting over the same cores. With ``idle_s`` > 0 it is a
+    :class:`models.llm_server.SharedLLMServer` (detached, also shared with other processes;
+    releasing it only lets go of it); with 0 a :class:`models.llm_server.LocalLLMServer`
+    child that stops when the last user releases it (and at exit).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._servers: dict[tuple[str, int, int], Any] = {}
-        self._users: dict[tuple[str, int, int], int] = {}
+        self._servers: dict[tuple[str, int, int, bool], Any] = {}
+        self._users: dict[tuple[str, int, int, bool], int] = {}
+        # The program launched as the server (the server arguments are appended); None: the
+        # real one (``python -m models.llm_server``). Tests set a fake.
+        self.command: list[str] | None = None
 
     def acquire(
-        self, path: Path, alias: str, ctx: int, threads: int
-    ) -> tuple[Any, tuple[str, int, int]]:
-        from models.llm_server import LocalLLMServer
+        self,
+        path: Path,
+        alias: str,
+        ctx: int,
+        threads: int,
+        *,
+        idle_s: float = 0.0,
+        state_dir: Path | None = None,
+        sha256: str = "",
+        size: int = 0,
+    ) -> tuple[Any, tuple[str, int, int, bool]]:
+        from models import llm_server
 
-        key = (str(path), ctx, threads)
+        detached = idle_s > 0
+        key = (str(path), ctx, threads, detached)
         with self._lock:
             server = self._servers.get(key)
             if server is None:
-                server = LocalLLMServer(path, alias=alias, ctx=ctx, threads=threads)
+                if detached:
+                    server = llm_server.SharedLLMServer(
+                        path,
+                        state_dir=state_dir or Path(path).parent,
+                        alias=alias,
+                        ctx=ctx,
+                        threads=threads,
+                        idle_s=idle_s,
+                        model_sha256=sha256,
+                        model_size=size,
+                        command=self.command,
+                    )
+                else:
+                    server = llm_server.LocalLLMServer(
+                        path, alias=alias, ctx=ctx, threads=threads, command=self.command
+                    )
                 self._servers[key] = server
             server.start()  # no-op when running; raises LLMSetupError when it cannot start
             self._users[key] = self._users.get(key, 0) + 1
             return server, key
 
-    def release(self, key: tuple[str, int, int]) -> None:
+    def release(self, key: tuple[str, int, int, bool]) -> None:
         with self._lock:
             left = self._users.get(key, 0) - 1
             if left > 0:
@@ -58,7 +97,7 @@ class _SharedLLMServers:
             self._users.pop(key, None)
             server = self._servers.pop(key, None)
         if server is not None:
-            server.stop()
+            server.stop()  # a detached server keeps running for other processes
 
 
 SHARED_LLM = _SharedLLMServers()
@@ -78,6 +117,10 @@ class Services:
     _llm_key: Any = field(default=None, init=False, repr=False)
     _llm_models: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _llm_failure: Any = field(default=None, init=False, repr=False)
+    _llm_url: str | None = field(default=None, init=False, repr=False)
+    _llm_note: str = field(default="", init=False, repr=False)
+    # Times the embedded server died mid-session and was restarted (each logged once).
+    llm_restarts: int = field(default=0, init=False)
     _llm_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -103,18 +146,22 @@ class Services:
         """The chat model for ``role`` ("planner" or "writer"); LLMUnavailable when none.
 
         A configured endpoint (``OPENAI_BASE_URL``) is used as is; otherwise the embedded
-        model is assembled (once) and its server started on first use and shared by both
-        roles. A failure is remembered, so a broken setup costs one attempt per process,
-        not one per question.
+        model is assembled (once) and its server started (or found running) on first use and
+        shared by both roles. Before each use the server is checked (:meth:`ensure_llm`):
+        one that died is restarted, and that is reported once. A setup failure (packages
+        missing, the server does not load) is remembered, so a broken setup costs one
+        attempt per process, not one per question.
         """
         from agents.llm import LLMUnavailable, OpenAIChat, first_model
 
         s = self.settings
         with self._llm_lock:
-            if role in self._llm_models:
-                return self._llm_models[role]
             if self._llm_failure is not None:
                 raise self._llm_failure
+            if self._llm_server is not None:
+                self._supervise_llm()
+            if role in self._llm_models:
+                return self._llm_models[role]
             try:
                 if s.llm_base_url:
                     base_url = s.llm_base_url
@@ -152,23 +199,116 @@ class Services:
             if self._llm_server is None:
                 path = assemble_model(s.cache_dir)
                 self._llm_server, self._llm_key = SHARED_LLM.acquire(
-                    path, EMBEDDED_MODEL.alias, s.llm_ctx, s.llm_threads
+                    path,
+                    EMBEDDED_MODEL.alias,
+                    s.llm_ctx,
+                    s.llm_threads,
+                    idle_s=s.llm_idle_s,
+                    state_dir=Path(s.cache_dir) / "llm",
+                    sha256=EMBEDDED_MODEL.sha256,
+                    size=EMBEDDED_MODEL.size,
                 )
-            return str(self._llm_server.base_url), EMBEDDED_MODEL.alias
+            self._llm_url = str(self._llm_server.base_url)
+            return self._llm_url, EMBEDDED_MODEL.alias
         except LLMSetupError as exc:
             raise LLMUnavailable(exc.message, exc.hint) from exc
+
+    def llm_alive(self) -> bool | None:
+        """Cheap liveness check of the embedded server (no HTTP): None when none is in use."""
+        server = self._llm_server
+        return None if server is None else bool(server.alive())
+
+    def ensure_llm(self) -> None:
+        """Check the embedded server before a call; restart it (once) if it died.
+
+        LLMUnavailable (remembered) when it cannot be restarted. ``chat_model`` calls this.
+        """
+        with self._llm_lock:
+            if self._llm_failure is not None:
+                raise self._llm_failure
+            if self._llm_server is not None:
+                self._supervise_llm()
+
+    def _supervise_llm(self) -> None:
+        """Under ``_llm_lock``: keep the embedded server usable, or raise LLMUnavailable."""
+        from agents.llm import LLMUnavailable
+        from models.llm_server import LLMSetupError
+
+        server = self._llm_server
+        if server.alive():
+            if str(server.base_url) != self._llm_url:  # restarted through another Services
+                self._llm_models.clear()
+                self._llm_url = str(server.base_url)
+            server.touch()  # in use now: a shared server does not exit idle under us
+            return
+        self._llm_models.clear()  # their base URL is the dead server's
+        if self.llm_restarts >= MAX_LLM_RESTARTS:
+            self._llm_failure = LLMUnavailable(
+                f"the local language model stopped {self.llm_restarts + 1} times in this "
+                "session and is not restarted again",
+                f"see {Path(self.settings.cache_dir) / 'llm' / 'server.log'}",
+            )
+            log.warning("%s", self._llm_failure.reason)
+            raise self._llm_failure
+        try:
+            unexpected = server.restart()
+        except LLMSetupError as exc:
+            self._llm_failure = LLMUnavailable(
+                f"the local language model stopped and could not be restarted: {exc.message}",
+                exc.hint,
+            )
+            log.warning("%s", self._llm_failure.reason)
+            raise self._llm_failure from exc
+        self._llm_url = str(server.base_url)
+        if unexpected:
+            self.llm_restarts += 1
+            self._llm_note = LLM_RESTARTED_NOTE
+            log.warning("%s (now on %s)", LLM_RESTARTED_NOTE, self._llm_url)
+        else:
+            log.info("the local LLM server had exited (idle or stopped); started it again")
+
+    @property
+    def llm_restart_note(self) -> str:
+        """The restart note not yet reported ("" when none); see :meth:`take_llm_note`."""
+        return self._llm_note
+
+    def take_llm_note(self) -> str:
+        """The restart note, once: "" afterwards until the server is restarted again."""
+        with self._llm_lock:
+            note, self._llm_note = self._llm_note, ""
+            return note
 
     @property
     def llm_startup_seconds(self) -> float | None:
         return getattr(self._llm_server, "startup_seconds", None)
 
     def server_pids(self) -> tuple[int, ...]:
+        """Local server processes whose CPU time an answer's cost counts.
+
+        Includes the shared LLM server found running before this process attached to it, so
+        the cost meter notes its CPU time at the start of a question (its earlier questions,
+        possibly another process's, are not billed again).
+        """
         pids = []
         for server in (self._stac, self._llm_server):
-            pid = getattr(getattr(server, "process", None), "pid", None)
+            pid = getattr(server, "pid", None)
+            if pid is None:
+                pid = getattr(getattr(server, "process", None), "pid", None)
             if isinstance(pid, int):
                 pids.append(pid)
+        if self._llm_server is None and self._uses_shared_llm():
+            from models.llm_server import read_state
+            from models.process import pid_alive
+
+            st = read_state(Path(self.settings.cache_dir) / "llm")
+            if st is not None and pid_alive(st.pid):
+                pids.append(st.pid)
         return tuple(pids)
+
+    def _uses_shared_llm(self) -> bool:
+        s = self.settings
+        llm_wanted = s.planner != "rules" or s.writer != "template"
+        return llm_wanted and not s.llm_base_url and s.llm_idle_s > 0
 
     def close(self) -> None:
         with self._lock:
@@ -184,6 +324,7 @@ class Services:
                 finally:
                     self._llm_server = None
                     self._llm_key = None
+                    self._llm_url = None
             self._llm_models.clear()
 
     def tool_context(
