@@ -467,6 +467,8 @@ def run_question(assistant: Assistant, store: ConversationStore, question: str) 
     upload = ss.upload if ss.upload and not ss.upload.get("error") else None
     raster = upload["raster"]["path"] if upload else None
     turn = store.next_turn(conversation)
+    earlier = store.turns(conversation)
+    previous = earlier[-1][1] if earlier else None  # follow-ups read against the last answer
     with st.chat_message("user"):
         st.markdown(present.safe_md(question, 2000))
     with st.chat_message("assistant"):
@@ -481,6 +483,7 @@ def run_question(assistant: Assistant, store: ConversationStore, question: str) 
                 raster=raster,
                 thread_id=turn_thread_id(conversation, turn),
                 upload_dirs=[Path(raster).parent] if raster else None,
+                previous=previous,
             )
             for kind, item in stream:
                 if kind == "bundle":

@@ -138,18 +138,23 @@ def _plan(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["exec
     intent = Intent.model_validate(state["intent"])
     bbox, raster = state.get("bbox"), state.get("raster")
     plan: Plan | None = None
-    note, calls, guards = "rules: compiled from the understood question", [], []
+    note = "rules: compiled from the understood question"
+    calls: list[dict[str, Any]] = []
+    guards: list[dict[str, Any]] = []
     clarify: str | None = None
-    try:
-        if ctx.settings.planner == "llm":
-            raise NotCovered("the LLM planner is forced (GEOSCOUT_PLANNER=llm)")
-        plan = compile_plan(intent, bbox=bbox, raster=raster)
-    except NotCovered as exc:
-        clarify = exc.clarify or exc.message
-        llm_plan_, note, calls, guards = _try_llm_plan(state, ctx, intent)
-        plan = llm_plan_
-    except PlanningError as exc:
-        clarify = exc.clarify or exc.message
+    if ctx.settings.planner == "llm":
+        # Forced LLM planning (evals compare it with the recipes); the recipes take over
+        # when its plan fails, with the reason in the note.
+        plan, note, calls, guards = _try_llm_plan(state, ctx, intent)
+    if plan is None:
+        try:
+            plan = compile_plan(intent, bbox=bbox, raster=raster)
+        except NotCovered as exc:
+            clarify = exc.clarify or exc.message
+            if ctx.settings.planner != "llm":
+                plan, note, calls, guards = _try_llm_plan(state, ctx, intent)
+        except PlanningError as exc:
+            clarify = exc.clarify or exc.message
     if plan is None:
         return Command(
             update={

@@ -156,6 +156,13 @@ class Intent(BaseModel):
     mentions_person: bool = Field(
         default=False, description="A person or group of people is the subject"
     )
+    mentions_target: bool = Field(
+        default=False, description="Infrastructure or a place is framed as something to harm"
+    )
+    unexplained: list[str] = Field(
+        default_factory=list,
+        description="Words of the question neither the lexicon nor the gazetteer accounts for",
+    )
     followup: bool = Field(default=False, description="Refers to the previous question")
     inherited: list[str] = Field(
         default_factory=list, description="Fields taken from the previous turn: 'place', ..."

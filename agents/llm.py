@@ -18,7 +18,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
@@ -163,6 +163,14 @@ class OpenAIChat:
     @property
     def mode(self) -> JsonMode:
         return self._mode
+
+    def with_timeout(self, seconds: float) -> OpenAIChat:
+        """The same model with a shorter per-call budget (reading a question must be fast)."""
+        if seconds >= self.timeout_s:
+            return self
+        other = replace(self, timeout_s=seconds)
+        other._mode = self._mode  # keep what the server was found to support
+        return other
 
     def chat(
         self,

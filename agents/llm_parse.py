@@ -82,18 +82,9 @@ def reading_schema() -> dict[str, Any]:
             "safety": {"type": "string", "enum": _SAFETY},
             "followup": {"type": "boolean"},
         },
-        "required": [
-            "task",
-            "targets",
-            "objects",
-            "topic",
-            "places",
-            "dates",
-            "unit",
-            "max_cloud",
-            "safety",
-            "followup",
-        ],
+        # Only these are required: the model leaves out what the question does not say,
+        # and every token it does not write saves ~70 ms on a 2-core CPU.
+        "required": ["task", "targets", "places", "safety"],
         "additionalProperties": False,
     }
 

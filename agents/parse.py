@@ -449,12 +449,32 @@ def parse_rules(
         safety=safety.safety,
         safety_reason=safety.reason,
         mentions_person=safety.mentions_person,
+        mentions_target=safety.mentions_target,
+        unexplained=_unexplained(tg, place_tokens | skip),
         source="rules",
         notes=notes,
     )
     if previous is not None:
         intent = apply_previous(intent, previous, tg)
     return intent, future
+
+
+def _unexplained(tg: Tagged, used: set[int]) -> list[str]:
+    """Words no lexicon entry, place, date or number accounts for: where the rules may have
+    missed part of the question (the LLM parser is asked when there are any)."""
+    covered = set(used) | set(tg.used)
+    for m in tg.matches:
+        covered |= set(range(m.start, m.end))
+    vocab = lexicon().vocabulary
+    return [
+        t.raw
+        for i, t in enumerate(tg.tokens)
+        if i not in covered
+        and not t.is_number
+        and t.norm not in vocab
+        and len(t.norm) > 1
+        and t.norm != "%"
+    ]
 
 
 def _is_followup(tg: Tagged) -> bool:

@@ -170,7 +170,6 @@ def compile_plan(
         args = {"topic": intent.topic or "this topic"}
         if intent.places or intent.coordinates is not None or bbox is not None:
             args["aoi"] = _area(intent, b, bbox, raster)
-        b.not_done(f"{intent.topic or 'this topic'}: no tool or data here covers it")
         b.add("coverage", args, "Look up what can be measured there instead")
         return _plan(b, intent)
     if task == "unknown":

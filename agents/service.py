@@ -159,6 +159,13 @@ class Assistant:
             seconds, steps, usage, remote, self.settings.remote_llm_wh_per_1k_tokens
         )
         notes = state.get("notes", {})
+        guards = [GuardResult.model_validate(g) for g in state.get("guardrails", [])]
+        restarted = self.services.take_llm_note()
+        if restarted:  # said once, to the person who waited for it
+            guards.append(GuardResult(name="llm.restarted", passed=True, detail=restarted))
+            answer = answer.model_copy(
+                update={"caveats": [*answer.caveats, restarted[:1].upper() + restarted[1:] + "."]}
+            )
         return AnswerBundle(
             question=question,
             refused=status == "refused",
@@ -176,7 +183,7 @@ class Assistant:
             trace=trace,
             layers=state.get("layers") or {"type": "FeatureCollection", "features": []},
             cost=cost,
-            guardrails=[GuardResult.model_validate(g) for g in state.get("guardrails", [])],
+            guardrails=guards,
             thread_id=thread_id,
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             profile=self.settings.profile,

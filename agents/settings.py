@@ -47,7 +47,14 @@ class Settings(BaseSettings):
     # Planner and writer. "auto": the LLM when one is reachable (a configured endpoint, else
     # the embedded model when its packages are installed), the rules/template otherwise.
     planner: Literal["auto", "llm", "rules"] = "auto"
+    # The embedded 1.5B model writes poorer answers than the template (it drops the analysed
+    # area and the share) and takes 20-30 s: "auto" writes with the template for it and with
+    # the LLM only for a configured endpoint (GEOSCOUT_WRITER=llm forces the LLM).
     writer: Literal["auto", "llm", "template"] = "auto"
+    # Reading the question: "auto" (rules and the LLM together, cross-checked), "llm", "rules".
+    parser: Literal["auto", "llm", "rules"] = "auto"
+    # Seconds the LLM gets to read the question; past it the rules' reading is used (and said).
+    parse_budget_s: float = Field(default=20.0, gt=0, le=600)
     # Any OpenAI-compatible server. Unset: the embedded llama.cpp server (xllamacpp).
     llm_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("GEOSCOUT_LLM_BASE_URL", "OPENAI_BASE_URL")
@@ -65,6 +72,7 @@ class Settings(BaseSettings):
     # Embedded server: context length and CPU threads (0: all cores).
     llm_ctx: int = Field(default=8192, ge=1024, le=131_072)
     llm_threads: int = Field(default=0, ge=0, le=256)
+    llm_idle_s: float = Field(default=900.0, ge=0)  # shared server exits idle; 0: per process
 
     # Limits (budgets checked by the plan guard and the tools).
     max_question_chars: int = Field(default=2_000, ge=10, le=100_000)

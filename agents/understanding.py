@@ -74,6 +74,18 @@ def combine(rules: Intent, llm: Intent, question_has_place: bool = True) -> Inte
     return rules.model_copy(update=upd)
 
 
+def fully_understood(intent: Intent) -> bool:
+    """The rules' reading explains the whole question and involves no person or target (those
+    always get the model's reading too: both must agree to let such a request through)."""
+    return (
+        intent.task != "unknown"
+        and not intent.unexplained
+        and not intent.mentions_person
+        and not intent.mentions_target
+        and intent.safety == "ok"
+    )
+
+
 def understand(
     question: str,
     *,
@@ -97,13 +109,25 @@ def understand(
     if chat is None:
         why = chat_error or "no language model in this run"
         return Understood(rules, future, f"rules: {why}")
+    if mode == "auto" and fully_understood(rules):
+        # Every word is accounted for and nobody is at stake: the model would only repeat
+        # the rules' reading, at several seconds a question on a small CPU.
+        return Understood(
+            rules, future, "rules: every word of the question was understood (no model needed)"
+        )
     attempt = llm_read(chat, question)
     calls = [attempt.completion] if attempt.completion is not None else []
     if attempt.reading is None:
         why = attempt.error or "no reading"
         note = f"rules: the language model's reading was not usable ({why})"
+        said = "The language model's reading was not usable; the built-in parser read the question"
         if "no answer within" in why:
             note = f"rules: the local language model did not answer in time ({why})"
+            said = (
+                "The language model did not answer in time; the built-in parser read the question"
+            )
+        # Said to the user too: a fallback must be visible, not only logged.
+        rules = rules.model_copy(update={"notes": [*rules.notes, said]})
         return Understood(rules, future, note, calls, outcome="rejected")
     llm_intent, dropped = verify(attempt.reading, question, gaz, today)
     if previous is not None:

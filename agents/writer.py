@@ -165,6 +165,39 @@ def _coverage_sentence(ev: Evidence) -> str | None:
     return f"The data covers the whole {q(ev, 'query_area_km2')} asked about{when} [{ev.id}]."
 
 
+def _coverage_sentences(ev: Evidence, intent: Intent | None) -> list[str]:
+    """What data and tools exist (for "what can you do?" and honest "I can't" answers)."""
+    f, cite = ev.facts, f" [{ev.id}]"
+    out: list[str] = []
+    topic = f.get("topic") or (intent.topic if intent else None)
+    where = f.get("aoi")
+    if intent is not None and intent.task == "out_of_scope":
+        place = f" for {where}" if where else ""
+        out.append(
+            f"I have no {topic or 'data on this topic'} data{place}, and none of my tools "
+            f"measures it{cite}."
+        )
+    if where:
+        lead = "What I can do there instead" if out else f"For {where}"
+        out.append(
+            f"{lead}: imagery: {f.get('aoi_imagery', 'unknown')}; measurable: "
+            f"{f.get('aoi_measurable', 'unknown')}; map data: {f.get('aoi_osm', 'unknown')}{cite}."
+        )
+        if f.get("nearest_imagery"):
+            out.append(f"The nearest imagery: {f['nearest_imagery']}{cite}.")
+    if not where or (intent is not None and intent.task == "capabilities"):
+        out.append(
+            "I find places, search imagery and measure "
+            f"{f.get('segment_targets', 'water, vegetation and cloud')} on it (one date or "
+            "the change between dates), count and measure mapped buildings and roads, and list "
+            f"the imagery available; finding objects by name needs a vision model "
+            f"({f.get('vision_model', 'unknown')}){cite}."
+        )
+        out.append(f"Imagery I have: {f.get('collections', 'none')}{cite}.")
+        out.append(f"Map data: {f.get('osm_extracts', 'none')}{cite}.")
+    return out
+
+
 def _figure_sentence(ev: Evidence) -> str:
     change_key = next((k for k in ev.values if k.endswith("_change_km2")), None)
     if change_key is None:
@@ -202,7 +235,10 @@ def template_answer(
     scenes = [e for e in ledger if e.kind == "scene"]
 
     for fig in figures:
-        sentences.append(_figure_sentence(fig))
+        if fig.provenance.get("tool") == "coverage":
+            sentences += _coverage_sentences(fig, intent)
+        else:
+            sentences.append(_figure_sentence(fig))
     for i, m in enumerate(masks):
         sentences.append(_mask_sentence(m, ledger, with_place=(i == 0), intent=intent))
     for f in feats:

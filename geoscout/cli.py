@@ -103,12 +103,24 @@ def ask(
         str | None, typer.Option(help="auto (default: the LLM when available), llm or rules.")
     ] = None,
     writer: Annotated[str | None, typer.Option(help="auto (default), llm or template.")] = None,
+    parser: Annotated[
+        str | None,
+        typer.Option(help="How to read the question: auto (rules + LLM), llm or rules."),
+    ] = None,
+    conversation: Annotated[
+        str | None,
+        typer.Option(
+            "--conversation",
+            "-c",
+            help="Continue a conversation (its id is printed after each answer); 'new' starts one.",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
     ] = False,
 ) -> None:
     """Answer a question and cite the evidence."""
-    settings = _settings(profile, data_dir, planner=planner, writer=writer)
+    settings = _settings(profile, data_dir, planner=planner, writer=writer, parser=parser)
     _setup_logging(verbose, Path(settings.cache_dir).parent / "geoscout.log")
     q = question.strip()
     if not q:
@@ -132,10 +144,38 @@ def ask(
         raster_arg = str(raster.resolve())
         upload_dirs.append(raster.resolve().parent)
 
+    from agents.conversations import (
+        ConversationStore,
+        new_conversation_id,
+        turn_thread_id,
+        valid_conversation_id,
+    )
     from agents.service import Assistant
 
+    if (
+        conversation is not None
+        and conversation != "new"
+        and not valid_conversation_id(conversation)
+    ):
+        err.print(
+            f"[red]Not a conversation id:[/red] {conversation!r} (8-32 hex digits, or 'new')."
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
+    conv = new_conversation_id() if conversation in (None, "new") else conversation
+    store = ConversationStore(Path(settings.state_db))
+    turns = store.turns(conv)
+    previous = turns[-1][1] if turns else None
+    turn = store.next_turn(conv)
     with Assistant(settings) as assistant:
-        bundle = _ask_with_progress(assistant, q, box, raster_arg, upload_dirs)
+        bundle = _ask_with_progress(
+            assistant, q, box, raster_arg, upload_dirs, previous, turn_thread_id(conv, turn)
+        )
+        try:
+            store.add(conv, turn, bundle)
+        except Exception as exc:  # the answer matters more than its history
+            log.warning("conversation %s not saved: %s", conv, exc)
+        finally:
+            store.close()
         written: dict[str, Path] = {}
         if out_dir is not None:
             from agents.report import write_bundle
@@ -145,6 +185,7 @@ def ask(
         sys.stdout.write(bundle.model_dump_json(indent=2) + "\n")
     else:
         _print_bundle(bundle, written)
+        err.print(f'[dim]Conversation {conv}: follow up with  geoscout ask -c {conv} "..."[/dim]')
     if bundle.refused:
         raise typer.Exit(EXIT_REFUSED)
     if bundle.clarification is not None:
@@ -152,7 +193,8 @@ def ask(
 
 
 _PROGRESS = {
-    "guard_input": "Planning (a local LLM takes up to a minute on a small CPU)...",
+    "understand": "Checking the question...",
+    "guard_input": "Planning...",
     "plan": "Running the plan...",
     "run_step": "Running the plan...",
     "merge": "Writing the answer...",
@@ -161,12 +203,20 @@ _PROGRESS = {
 
 
 def _ask_with_progress(
-    assistant: Any, q: str, box: list[float] | None, raster: str | None, uploads: list[Path]
+    assistant: Any,
+    q: str,
+    box: list[float] | None,
+    raster: str | None,
+    uploads: list[Path],
+    previous: Any = None,
+    thread_id: str | None = None,
 ) -> Any:
     """Ask, showing on stderr (terminals only) what the graph is doing while it runs."""
     bundle = None
     with err.status("Reading the question...") as status:
-        for kind, item in assistant.stream(q, bbox=box, raster=raster, upload_dirs=uploads):
+        for kind, item in assistant.stream(
+            q, bbox=box, raster=raster, upload_dirs=uploads, previous=previous, thread_id=thread_id
+        ):
             if kind == "bundle":
                 bundle = item
                 continue
@@ -260,6 +310,77 @@ def run_app(
            "--server.port", str(port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false"]  # fmt: skip
     raise typer.Exit(subprocess.call(cmd))
+
+
+# `geoscout llm status|stop`: the shared embedded LLM server (models/llm_server.py).
+llm_app = typer.Typer(
+    no_args_is_help=True,
+    help="The embedded language model server: shared by commands, exits when idle.",
+)
+app.add_typer(llm_app, name="llm")
+
+
+@llm_app.command("status")
+def llm_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
+) -> None:
+    """Show the shared LLM server (pid, port, model, settings, idle time); clean a stale one."""
+    settings = _settings(None, None)
+    _setup_logging(False, Path(settings.cache_dir).parent / "geoscout.log")
+    from models.llm_server import shared_server_status
+
+    info = shared_server_status(Path(settings.cache_dir))
+    if as_json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return
+    if info.get("cleaned"):
+        out.print(f"Removed {info['cleaned']}.")
+    if info.get("running"):
+        state = "starting" if info.get("starting") else "running"
+        health = "" if info.get("healthy", True) else " [yellow](not answering /health)[/yellow]"
+        out.print(
+            f"LLM server {state}{health}: pid {info['pid']}, http://{info['host']}:{info['port']}/v1"
+        )
+        out.print(
+            f"  model {info['alias']} (ctx {info['ctx']}, {info['threads']} threads, "
+            f"xllamacpp {info['version']}), started {info['started']}"
+        )
+        if "idle_for_s" in info:
+            line = f"  idle for {info['idle_for_s']:.0f} s"
+            if "exits_in_s" in info:
+                line += f"; exits after {info['exits_in_s']:.0f} s more without a request"
+            out.print(line)
+        out.print(f"  log: {info['log']}", markup=False)
+        return
+    if info.get("starting"):
+        out.print("An LLM server is starting (another process holds the start-up lock).")
+        return
+    out.print("No shared LLM server is running; the first question that needs it starts it.")
+    if settings.llm_idle_s == 0:
+        out.print("GEOSCOUT_LLM_IDLE_S=0: each command starts and stops its own server.")
+    last = info.get("last_exit")
+    if last:
+        out.print(
+            f"[dim]The last one (pid {last.get('pid')}) exited: {last.get('reason')}, {last.get('at')}.[/dim]"
+        )
+
+
+@llm_app.command("stop")
+def llm_stop() -> None:
+    """Stop the shared LLM server now (the next question that needs it starts it again)."""
+    settings = _settings(None, None)
+    _setup_logging(False, Path(settings.cache_dir).parent / "geoscout.log")
+    from models.llm_server import LLMSetupError, stop_shared_server
+
+    try:
+        stopped = stop_shared_server(Path(settings.cache_dir))
+    except LLMSetupError as exc:
+        err.print(f"[red]Could not stop the LLM server:[/red] {exc.message}")
+        raise typer.Exit(EXIT_ERROR) from None
+    if stopped is None:
+        out.print("No shared LLM server was running.")
+    else:
+        out.print(f"Stopped the LLM server (pid {stopped.pid}, port {stopped.port}).")
 
 
 # `geoscout eval ...`: scripted agent evals (evals/); the commands live in geoscout/eval_cli.py.

@@ -12,6 +12,10 @@ import pytest
 # chat model. Tests marked `llm` opt into the real model explicitly.
 os.environ["GEOSCOUT_PLANNER"] = "rules"
 os.environ["GEOSCOUT_WRITER"] = "template"
+os.environ["GEOSCOUT_PARSER"] = "rules"
+# A model server started by a test is the test's child and stops with it (no shared,
+# detached server outliving the run).
+os.environ["GEOSCOUT_LLM_IDLE_S"] = "0"
 for _var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "GEOSCOUT_LLM_BASE_URL", "GEOSCOUT_LLM_API_KEY"):
     os.environ.pop(_var, None)
 

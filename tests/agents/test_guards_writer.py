@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 from agents.guards import clean_question, guard_input, guard_output, sanitize_text
+from agents.intent import Intent
 from agents.merge import derived_figures, merge_results, safe_text
 from agents.schemas import Answer, Evidence, PlanStep, TraceEntry
-from agents.understand import understand
 from agents.writer import fmt, template_answer
 from tools.base import EvidenceDraft, Quantity, ToolResult
 
@@ -105,16 +105,22 @@ def test_sanitiser_removes_html_scripts_and_remote_images() -> None:
     )
 
 
-def test_input_guard_refuses_tracking_and_sizes() -> None:
-    v = guard_input("Where does my neighbour drive every day? Track him.", None, 2000, False, TODAY)
-    assert v.action == "refuse" and "individuals" in v.reason
-    assert guard_input("", None, 2000, False, TODAY).action == "refuse"
-    assert guard_input("x" * 100_000, None, 2000, False, TODAY).action == "refuse"
+def test_input_guard_refuses_harm_and_sizes() -> None:
+    harmful = Intent(safety="person", language="en")
+    v = guard_input("Where does my neighbour drive every day?", harmful, [], 2000, False, TODAY)
+    assert v.action == "refuse" and v.reason
+    assert guard_input("", None, [], 2000, False, TODAY).action == "refuse"
+    assert guard_input("x" * 100_000, None, [], 2000, False, TODAY).action == "refuse"
     q = "How much water is there?"
-    assert guard_input(q, understand(q, TODAY), 2000, False, TODAY).action == "clarify"
-    assert guard_input(q, understand(q, TODAY), 2000, True, TODAY).action == "go"
-    q = "Water in Joplin in 2031?"
-    v = guard_input(q, understand(q, TODAY), 2000, False, TODAY)
+    water = Intent(task="measure", targets=["water"])
+    assert guard_input(q, water, [], 2000, False, TODAY).action == "clarify"
+    assert guard_input(q, water, [], 2000, True, TODAY).action == "go"
+    # "What can you do?" needs no area.
+    assert (
+        guard_input("what can you do", Intent(task="capabilities"), [], 2000, False, TODAY).action
+        == "go"
+    )
+    v = guard_input("Water in Joplin in 2031?", water, [2031], 2000, False, TODAY)
     assert v.action == "clarify" and "future" in (v.clarify or "")
 
 

