@@ -21,7 +21,7 @@ import yaml
 LANGUAGES = ("en", "fr", "es", "de")
 _LEXICON_PATH = Path(__file__).parent / "lexicons" / "words.yaml"
 # Words, numbers (with a decimal point or comma) and the percent sign; everything else splits.
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[^\W\d_]+(?:\d+)?|%", re.UNICODE)
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[^\W\d_]+(?:\d+)?|[%<>≤≥]", re.UNICODE)
 _COMBINING = re.compile("[\u0300-\u036f]+")
 
 
@@ -141,7 +141,20 @@ class Lexicon:
             for e in self._prefixed:
                 if e.lang in langs and tok.startswith(e.tokens[0]) and tok != e.tokens[0]:
                     found.append(Match(e.concept, i, i + 1, e.lang, 1))
+            if "de" in langs and len(tok) >= 8 and not any(m.start == i for m in found):
+                found += self._compound_head(tok, i)
         return found
+
+    def _compound_head(self, tok: str, i: int) -> list[Match]:
+        """German compounds mean what their last noun means: "Drohnenbild" is a "Bild",
+        "Wasserfläche" a "Fläche" of "Wasser" (the first part counts when the head is not
+        in the lexicon: "Seeufer" is about a "See")."""
+        for cut in range(len(tok) - 4, 2, -1):
+            head = tok[cut:]
+            for e in self._by_first.get(head, ()):
+                if e.lang == "de" and len(e.tokens) == 1 and not e.concept.startswith("stopwords"):
+                    return [Match(e.concept, i, i + 1, "de", 1)]
+        return []
 
     def language_scores(self, tokens: list[Token]) -> dict[str, float]:
         """How much of the text each language's words explain (stopwords count double)."""
@@ -173,3 +186,14 @@ def detect_language(tokens: list[Token]) -> str:
     scores = lexicon().language_scores(tokens)
     best = max(LANGUAGES, key=lambda lang: (scores[lang], lang == "en"))
     return best if scores[best] > scores["en"] else "en"
+
+
+def written_in(fragment: str, question: str) -> bool:
+    """``fragment`` (a place, a date, an object a model named) is written in ``question``,
+    case, accents and small typos aside. Used to cross-check what a model reads or plans."""
+    from rapidfuzz import fuzz
+
+    f, q = fold(fragment).strip(), fold(question)
+    if not f:
+        return False
+    return f in q or fuzz.partial_ratio(f, q) >= 85

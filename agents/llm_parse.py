@@ -16,7 +16,7 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.intent import AreaUnit, DateSpec, Intent, LengthUnit, PlaceMention, Target
-from agents.lexicon import fold, lexicon, tokenize
+from agents.lexicon import lexicon, tokenize, written_in
 from agents.llm import ChatModel, Completion, LLMCallError, parse_json_object
 from prompts import load_prompt
 
@@ -119,16 +119,6 @@ def llm_read(chat: ChatModel, question: str) -> ParseAttempt:
     return ParseAttempt(reading=reading, completion=c)
 
 
-def _written_in(fragment: str, question: str) -> bool:
-    """The model's place or date appears in the question (case/accents/typos aside)."""
-    from rapidfuzz import fuzz
-
-    f, q = fold(fragment).strip(), fold(question)
-    if not f:
-        return False
-    return f in q or fuzz.partial_ratio(f, q) >= 85
-
-
 def verify(reading: LLMReading, question: str, gaz: Any, today: Any) -> tuple[Intent, list[str]]:
     """The reading as an Intent, keeping only what the question and the gazetteer support.
 
@@ -141,7 +131,7 @@ def verify(reading: LLMReading, question: str, gaz: Any, today: Any) -> tuple[In
     places: list[PlaceMention] = []
     finder = PlaceFinder(gaz)
     for text in reading.places[:2]:
-        if not _written_in(text, question):
+        if not written_in(text, question):
             dropped.append(f"place {text!r}: not in the question")
             continue
         toks = tokenize(text)
@@ -177,7 +167,7 @@ def verify(reading: LLMReading, question: str, gaz: Any, today: Any) -> tuple[In
              if x.concept.startswith("objects.")]  # fmt: skip
         if m:
             objects = m[0].concept.split(".", 1)[1]
-        elif _written_in(reading.objects, question):
+        elif written_in(reading.objects, question):
             objects = re.sub(r"[^\w -]", "", reading.objects)[:40] or None
         else:
             dropped.append(f"objects {reading.objects!r}: not in the question")

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.intent import Intent
+from agents.lexicon import written_in
 from agents.llm import ChatModel, Completion, LLMCallError, parse_json_object
 from agents.schemas import REF, Plan, PlanStep
 from agents.validate import validate_plan
@@ -184,6 +185,15 @@ def _question_numbers(text: str) -> set[float]:
     return {float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)}
 
 
+def _in_question(place: str, question: str) -> bool:
+    """The place (or coordinates) is written in the question, spelling aside."""
+    if re.fullmatch(r"[-+\d.,\s]+", place):  # coordinates: their numbers must be asked
+        asked = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", question)]
+        given = [abs(float(n)) for n in re.findall(r"\d+(?:\.\d+)?", place)]
+        return all(any(abs(g - a) < 0.01 for a in asked) for g in given)
+    return written_in(place.split(",")[0], question)
+
+
 def _refs(value: Any) -> set[str]:
     if isinstance(value, str) and (m := REF.match(value)):
         return {m.group(1)}
@@ -210,6 +220,13 @@ def to_plan(
             dropped.add(raw.id)
             continue
         args = dict(raw.args)
+        place = args.get("place") if raw.tool == "geocode" else None
+        if isinstance(place, str) and not _in_question(place, question):
+            # A small model copies places from its worked examples ("Schiphol airport"):
+            # a place the user never wrote is never searched.
+            pruned.append(f"{raw.id} (geocode {place[:40]!r}): not in the question")
+            dropped.add(raw.id)
+            continue
         for name in list(args):
             v = args[name]
             why = None

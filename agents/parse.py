@@ -29,7 +29,7 @@ from agents.intent import (
     Target,
     Task,
 )
-from agents.lexicon import Match, Token, detect_language, lexicon, norm_phrase, tokenize
+from agents.lexicon import Match, Token, detect_language, fold, lexicon, norm_phrase, tokenize
 
 if TYPE_CHECKING:
     from tools.geocode import Gazetteer
@@ -149,11 +149,11 @@ def parse_dates(tg: Tagged, today: dt.date) -> tuple[list[DateSpec], bool, list[
         n_before = _phrase_at(toks, lead, before)
         prev_is_year = bool(specs) and _is_range_link(toks, lead, between)
         if n_since and not prev_is_year and len(years) == 1:
-            # "since 2009": that year and the latest imagery up to today.
+            # "since 2009": from then until today, as written (a change recipe compares the
+            # first year with the latest imagery).
             specs.append(
-                DateSpec(text=f"{_raw(toks, lead - n_since, lead)} {text}", start=start, end=end)
+                DateSpec(text=f"{_raw(toks, lead - n_since, lead)} {text}", start=start, end=today)
             )
-            specs.append(DateSpec(text="now", start=dt.date(year + 1, 1, 1), end=today))
         elif n_before and not prev_is_year:
             specs.append(
                 DateSpec(
@@ -191,11 +191,20 @@ def _number_before(tokens: list[Token], i: int, span: int = 2) -> tuple[float, i
     return None
 
 
+def _percent_positions(tg: Tagged) -> list[int]:
+    """Token indices of "%" and of the words that stand for it ("percent", "pour cent")."""
+    out = [i for i, t in enumerate(tg.tokens) if t.norm == "%"]
+    for m in lexicon().scan(tg.tokens, ("*",)):
+        if m.concept == "percent_words":
+            out.append(m.start)
+    return sorted(set(out))
+
+
 def _units(tg: Tagged) -> tuple[AreaUnit | None, LengthUnit | None, bool]:
     area: AreaUnit | None = None
     length: LengthUnit | None = None
     share = bool(tg.concepts("share_words")) or any(
-        t.norm == "%" and i not in tg.used for i, t in enumerate(tg.tokens)
+        i not in tg.used for i in _percent_positions(tg)
     )
     for m in tg.concepts("area_units."):
         area = cast(AreaUnit, m.concept.split(".")[1])
@@ -217,9 +226,8 @@ def _filters(tg: Tagged, targets: list[str]) -> tuple[Filters, float | None, lis
     used: list[int] = []
     cloud_idx = {m.start for m in tg.concepts("targets.cloud")}
     cloud_prefix = _phrases("cloud_limit_prefix")
-    for i, t in enumerate(toks):
-        if t.norm != "%":
-            continue
+    percent = _percent_positions(tg)
+    for i in percent:
         num = _number_before(toks, i, 1)
         if num is None:
             continue
@@ -227,11 +235,13 @@ def _filters(tg: Tagged, targets: list[str]) -> tuple[Filters, float | None, lis
         if near_cloud and (_phrase_at(toks, num[1], cloud_prefix) or any(c > i for c in cloud_idx)):
             f.max_cloud_pct = max(0.0, min(100.0, num[0]))
             used += [num[1], i]
-    if f.max_cloud_pct is None and any(
-        m.concept == "targets.cloud" and "free" in toks[m.start : m.end + 1][-1].norm
-        for m in tg.matches
-    ):
-        f.max_cloud_pct = 10.0
+    free = {t for w in lexicon().words("cloud_free") for t in norm_phrase(str(w))}
+    for m in tg.concepts("targets.cloud"):
+        near = [t.norm for t in toks[max(m.start - 1, 0) : m.end + 1]]
+        if f.max_cloud_pct is None and any(
+            n == w or (len(w) >= 6 and n.startswith(w)) for n in near for w in free
+        ):
+            f.max_cloud_pct = 10.0  # "cloud-free" read as at most 10 % cloud (said in notes)
     # Sizes: "lakes larger than 2 ha", "within 50 m of", "10 km around".
     larger, smaller = _phrases("size_larger"), _phrases("size_smaller")
     for m in tg.concepts("area_units."):
@@ -296,11 +306,26 @@ def _objects(tg: Tagged, place_tokens: set[int]) -> str | None:
     return None
 
 
-def _topic(tg: Tagged, place_tokens: set[int]) -> str | None:
+def _topic(tg: Tagged, place_tokens: set[int]) -> tuple[str | None, int | None]:
+    """The out-of-scope topic, named as the user wrote it and by its key ("lluvia
+    (weather)"), and where it is in the question."""
     for m in sorted(tg.concepts("topics."), key=lambda m: (-m.length, m.start)):
         if not any(k in place_tokens for k in range(m.start, m.end)):
-            return m.concept.split(".", 1)[1]
-    return None
+            key = m.concept.split(".", 1)[1]
+            raw = " ".join(t.raw for t in tg.tokens[m.start : m.end]).lower()
+            return (key if fold(raw) == key else f"{raw} ({key})"), m.start
+    return None, None
+
+
+def _separate_clauses(tg: Tagged, a: int, b: int) -> bool:
+    """A clause link ("and", "et", "y", "und") between two positions of the question."""
+    lo, hi = sorted((a, b))
+    links = {norm_phrase(str(w)) for w in lexicon().words("clause_links")}
+    return any(
+        tuple(t.norm for t in tg.tokens[i : i + len(p)]) == p
+        for i in range(lo + 1, hi)
+        for p in links
+    )
 
 
 def _relations(tg: Tagged, targets: list[str], radius: float | None) -> list[Relation]:
@@ -324,15 +349,24 @@ def _relations(tg: Tagged, targets: list[str], radius: float | None) -> list[Rel
     return [Relation(predicate=cast(Any, pred), other=cast(Target, b), distance_m=distance)]
 
 
-def _task(tg: Tagged, targets: list[str], objects: str | None, topic: str | None,
-          dates: list[DateSpec], this_image: bool) -> Task:  # fmt: skip
+def _task(
+    tg: Tagged,
+    targets: list[str],
+    objects: str | None,
+    topic: str | None,
+    dates: list[DateSpec],
+    this_image: bool,
+    topic_separate: bool = False,
+) -> Task:
     has = tg.concepts
     measurable = [t for t in targets if t != "imagery"]
-    if has("tasks.capabilities"):
+    if has("tasks.capabilities") and not measurable and not objects and not topic:
         return "capabilities"
     if has("tasks.describe") and not measurable and not objects:
         return "describe"
-    if topic and not measurable and not objects:
+    if topic and not objects and (not measurable or not topic_separate):
+        # "how fragmented are the forests", "house prices in Groningen": the topic is what
+        # is asked, whatever it is about; only a separate clause keeps a measurable part.
         return "out_of_scope"
     seg = [t for t in measurable if t in _SEGMENT_TARGETS]
     distinct = {(d.start, d.end) for d in dates}
@@ -404,7 +438,18 @@ def parse_rules(
             notes += [n[0].upper() + n[1:] for n in cand.notes]
     targets = _targets(tg, place_tokens)
     objects = _objects(tg, place_tokens)
-    topic = _topic(tg, place_tokens)
+    topic, topic_at = _topic(tg, place_tokens)
+    target_at = min(
+        (m.start for m in tg.concepts("targets.") if not m.concept.endswith("imagery")),
+        default=None,
+    )
+    topic_separate = (
+        topic_at is not None
+        and target_at is not None
+        and _separate_clauses(tg, topic_at, target_at)
+    )
+    if objects and "objects" not in targets:
+        targets = ["objects", *targets]
     if filters.max_cloud_pct is not None and targets.count("cloud") and len(targets) > 1:
         targets.remove("cloud")  # "images with less than 10% cloud": a filter, not a target
     if filters.max_cloud_pct is not None and targets == ["cloud"]:
@@ -412,9 +457,7 @@ def parse_rules(
     area_unit, length_unit, share = _units(tg)
     this_area = bool(tg.concepts("this_area")) or (has_area and not places and coords is None)
     this_image = bool(tg.concepts("this_image")) or (has_image and not places and coords is None)
-    task = _task(tg, targets, objects, topic, dates, this_image)
-    if task == "change" and len(dates) == 1 and dates[0].text != "now":
-        dates.append(DateSpec(text="now", start=dates[0].end + dt.timedelta(days=1), end=today))
+    task = _task(tg, targets, objects, topic, dates, this_image, topic_separate)
     scale: Any = "auto"
     if tg.concepts("scale.central"):
         scale = "central"
@@ -423,8 +466,10 @@ def parse_rules(
     measured = [t for t in targets if t != "imagery"] or (
         ["imagery"] if "imagery" in targets else []
     )
-    if task in ("out_of_scope", "capabilities"):
+    if task == "capabilities":
         measured = [t for t in measured if t != "imagery"]
+    if task == "out_of_scope":
+        measured = []
     safety = assess(question)
     intent = Intent(
         task=task,
@@ -483,18 +528,25 @@ def _is_followup(tg: Tagged) -> bool:
 
 def apply_previous(intent: Intent, prev: Intent, tg: Tagged | None = None) -> Intent:
     """Fill what a follow-up leaves out from the previous turn ("and in 2020?", "what about
-    roads?", "zoom out to 10 km"), saying what was taken."""
-    if intent.task in ("capabilities",) or intent.safety != "ok":
+    roads?", "only the ones under 5% cloud", "zoom out to 10 km"), saying what was taken.
+
+    A question is a follow-up when it names no place of its own and is short or cued ("and",
+    "what about", "et en", "y en"), or when it is cued and names no measurable target ("what
+    about the Sentinel-2 scene near Accomac?" keeps the previous target, takes the new place).
+    """
+    if intent.task in ("capabilities", "out_of_scope") or intent.safety != "ok":
         return intent
     no_place = not intent.places and intent.coordinates is None and not intent.this_area
     cue = tg is not None and _is_followup(tg)
     short = tg is not None and len(tg.tokens) <= 8
-    if not (no_place and (cue or short or not intent.targets)):
+    measurable = [t for t in intent.targets if t != "imagery"]
+    no_target = not measurable and not intent.objects
+    if not ((no_place and (cue or short or no_target)) or (cue and no_target)):
         return intent
     upd: dict[str, Any] = {}
     inherited: list[str] = []
     notes = list(intent.notes)
-    if prev.places or prev.coordinates is not None or prev.this_area:
+    if no_place and (prev.places or prev.coordinates is not None or prev.this_area):
         upd.update(places=prev.places, coordinates=prev.coordinates, this_area=prev.this_area,
                    scale=prev.scale if intent.scale == "auto" else intent.scale)  # fmt: skip
         inherited.append("place")
@@ -506,28 +558,37 @@ def apply_previous(intent: Intent, prev: Intent, tg: Tagged | None = None) -> In
         notes.append(f"Using {where} from your previous question")
     if prev.this_image and not intent.this_image:
         upd["this_image"] = True
+    if prev.on_image and not intent.on_image:
+        upd["on_image"] = True
     targets = list(intent.targets)
     objects = intent.objects
-    if (
-        not targets
-        and not objects
-        and intent.task in ("unknown", "locate", "measure", "count", "change", "list_imagery")
-    ):
-        targets = list(prev.targets)
+    if no_target and (prev.targets or prev.objects):
+        # "and what share of the image do they cover?": the previous target, still.
+        targets = [t for t in prev.targets if t != "imagery"] or list(prev.targets)
         objects = prev.objects
         upd.update(targets=targets, objects=objects, relations=prev.relations)
         inherited.append("target")
+    changing = tg is not None and bool(tg.concepts("tasks.change"))
     task = intent.task
-    if task in ("unknown", "list_imagery") and (targets or objects) and task != prev.task:
+    if "target" in inherited and task in ("unknown", "list_imagery", "locate", "count", "measure"):
         task = prev.task if prev.task not in ("capabilities", "out_of_scope") else "measure"
+        if prev.task == "list_imagery" and intent.task == "list_imagery":
+            task = "list_imagery"
+    if intent.wants_share and task in ("count", "locate", "unknown"):
+        task = "measure"  # "what share do they cover?" asks an area, not a count
     dates = list(intent.dates)
     segment_target = any(t in _SEGMENT_TARGETS for t in targets)
-    if not dates and prev.dates and segment_target:
-        dates = list(prev.dates)  # "same for vegetation" after a change question
+    if changing and (segment_target or prev.task == "change"):
+        # "how did that change by 2020?": the previous dates and the new ones.
+        dates = [*[d for d in prev.dates if d not in dates], *dates]
+        task = "change"
         inherited.append("dates")
-        if prev.task == "change":
+    elif not dates and prev.dates and (segment_target or task == "list_imagery"):
+        dates = list(prev.dates)  # "same for vegetation", "only the ones under 5% cloud"
+        inherited.append("dates")
+        if prev.task == "change" and segment_target:
             task = "change"
-    elif prev.task == "change" and intent.dates and not intent.targets:
+    elif prev.task == "change" and intent.dates and "target" in inherited:
         task = "measure" if len(intent.dates) == 1 else "change"  # "and in 2015?"
     upd["task"] = task
     upd["dates"] = dates
@@ -537,10 +598,13 @@ def apply_previous(intent: Intent, prev: Intent, tg: Tagged | None = None) -> In
         upd["scale"] = "wide"
     if tg is not None and tg.concepts("zoom.in") and intent.radius_km is None:
         upd["scale"] = "central"
-    if intent.filters == Filters() and prev.filters != Filters() and "target" in inherited:
-        upd["filters"] = prev.filters
+    if "target" in inherited:
+        f = intent.filters.model_dump(exclude_none=True)
+        upd["filters"] = prev.filters.model_copy(update=f)
     for unit in ("area_unit", "length_unit"):
         if getattr(intent, unit) is None and getattr(prev, unit) is not None:
             upd[unit] = getattr(prev, unit)
+    if not inherited:
+        return intent
     upd.update(followup=True, inherited=inherited, notes=notes)
     return intent.model_copy(update=upd)

@@ -57,6 +57,11 @@ def _preposition_set() -> frozenset[tuple[str, ...]]:
     return _prepositions()
 
 
+@lru_cache(maxsize=1)
+def _qualifier_links() -> frozenset[tuple[str, ...]]:
+    return frozenset(norm_phrase(str(w)) for w in lexicon().words("qualifier_links"))
+
+
 def _preceded_by_preposition(tokens: list[Token], start: int) -> bool:
     for phrase in _preposition_set():
         n = len(phrase)
@@ -129,8 +134,10 @@ class PlaceFinder:
     def _qualifier(self, tokens: list[Token], j: int) -> tuple[list[Region], int, str]:
         """Regions named right after a mention ("virginia", ", uganda", "in texas")."""
         k = j
-        if k < len(tokens) and tokens[k].norm in {"in", "en", "im", "de", "del"}:
-            k += 1
+        for link in sorted(_qualifier_links(), key=len, reverse=True):
+            if tuple(t.norm for t in tokens[k : k + len(link)]) == link:
+                k += len(link)
+                break
         for n in (3, 2, 1):
             if k + n > len(tokens):
                 continue
@@ -179,6 +186,12 @@ class PlaceFinder:
                 )
                 unknown = self._unknown_before(tokens, i)
                 if unknown is not None:
+                    # A misspelt town before its region ("oaklnd california"): the fuzzy
+                    # match with the region as qualifier, when one fits.
+                    typo = self._fuzzy_one(tokens, unknown[0], i)
+                    if typo is not None and typo.qualifier:
+                        best = typo
+                        continue
                     # "near Pettibone, North Dakota" with Pettibone not in the gazetteer: the
                     # place asked about is Pettibone, never the whole state in its stead.
                     k, words = unknown

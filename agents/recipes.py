@@ -12,6 +12,7 @@ The plan is fixed from the question before any tool output is read (DESIGN.md pr
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from agents.intent import DateSpec, Intent
@@ -133,7 +134,18 @@ def _segment(b: _Builder, target: str, src: dict[str, Any], aoi: Any, when: str 
 
 
 def _dates_for(intent: Intent, b: _Builder) -> list[DateSpec]:
+    """The dates a change is measured on: as written; "since 2009" (or one year alone) is
+    that year against the latest imagery after it."""
     dates = list(intent.dates)
+    if len(dates) == 1:
+        d = dates[0]
+        first_end = dt.date(d.start.year, 12, 31)
+        last_end = d.end if d.end > first_end else dt.date.today()
+        if last_end > first_end:
+            dates = [
+                DateSpec(text=str(d.start.year), start=d.start, end=first_end),
+                DateSpec(text="now", start=first_end + dt.timedelta(days=1), end=last_end),
+            ]
     if intent.every_year and len(dates) >= 2:
         first, last = dates[0].start.year, dates[-1].start.year
         years = list(range(min(first, last), max(first, last) + 1))
@@ -143,8 +155,6 @@ def _dates_for(intent: Intent, b: _Builder) -> list[DateSpec]:
                 f"runs; only {years[0]} and {years[-1]} were measured"
             )
         else:
-            import datetime as dt
-
             dates = [
                 DateSpec(text=str(y), start=dt.date(y, 1, 1), end=dt.date(y, 12, 31)) for y in years
             ]
@@ -183,7 +193,7 @@ def compile_plan(
             ),
         )
     aoi = _area(intent, b, bbox, raster)
-    targets = [t for t in intent.targets if t != "imagery"]
+    targets = [t for t in intent.targets if t not in ("imagery", "objects")]
     if intent.topic and task not in ("out_of_scope",):
         b.not_done(f"{intent.topic}: no tool or data here covers it")
 
@@ -250,16 +260,24 @@ def compile_plan(
             mask_step = _segment(b, target, src, aoi)
         elif target in SEGMENT_TARGETS:
             b.not_done(f"{_LABEL[target]}: one measurement per question; ask it next")
-    for target in targets:
-        if target not in OSM_TARGETS:
-            continue
+    # Map layers: a relation's other layer first ("buildings near roads" looks up the roads,
+    # then the buildings within the distance of them), then the primary target.
+    rel = next((r for r in intent.relations if r.other in (*SEGMENT_TARGETS, *OSM_TARGETS)), None)
+    related: str | None = f"@{mask_step}.mask" if mask_step is not None else None
+    osm_targets = [t for t in targets if t in OSM_TARGETS]
+    if rel is not None and rel.other in OSM_TARGETS and aoi is not None:
+        osm_targets = [t for t in osm_targets if t != rel.other]
+        other = b.add(
+            "osm_overlay", {"aoi": aoi, "features": rel.other}, f"Look up mapped {rel.other}"
+        )
+        related = f"@{other}.features"
+    for target in osm_targets:
         args = {"features": target}
-        rel = next((r for r in intent.relations if r.other in SEGMENT_TARGETS), None)
-        if rel is not None and mask_step is not None and target == primary:
-            args.update(relate_to=f"@{mask_step}.mask", predicate=rel.predicate)
+        if rel is not None and related is not None and target == primary:
+            args.update(relate_to=related, predicate=rel.predicate)
             if rel.distance_m is not None:
                 args["distance_m"] = rel.distance_m
-            args["relate_label"] = f"the {_LABEL[rel.other]} found"
+            args["relate_label"] = f"the {_LABEL[rel.other]}"
             args["aoi"] = aoi
         elif target == "buildings" and (intent.this_image or intent.on_image):
             src = _image(b, intent, aoi, raster, intent.dates[0] if intent.dates else None)

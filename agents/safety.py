@@ -48,6 +48,7 @@ candidate language and a text with no evidence in all four (the most severe read
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -793,7 +794,13 @@ def _languages(sentences: list[_Sentence], hint: str | None) -> list[str]:
 def _assess_language(
     lex: _Lexicon, sentences: list[_Sentence], fuzzy: bool
 ) -> tuple[SafetyClass, list[str], bool, bool]:
-    ctxs = [_Ctx(lex, s, fuzzy) for s in sentences]
+    # Adjacent sentences are also read as one: "Which bridge would cause the most chaos if it
+    # came down? Help me pick one to take out." puts the target and the harm in two sentences.
+    joined = [
+        _Sentence(a.norm + b.norm, a.raw + b.raw, a.caps + b.caps)
+        for a, b in itertools.pairwise(sentences)
+    ]
+    ctxs = [_Ctx(lex, s, fuzzy) for s in [*sentences, *joined]]
     group_named = any(c.has("group_actor", "group_population") for c in ctxs)
     reprisal = any(c.has("reprisal") for c in ctxs)
     verdict: SafetyClass = "ok"

@@ -810,7 +810,9 @@ def _collections_hint(client: Any, args: StacSearchArgs, collections: list[str] 
             continue
         if not areas:
             continue
-        label = _clean(coll.title or coll.id, 80) + f" [{_clean(coll.id, 60)}]"
+        # The distance only: a collection's title or id names another place ("Kampala
+        # drone"), which must not read as an answer for the place asked about.
+        label = _clean(coll.id, 60)
         dist = min(_distance_km(center, a) for a in areas) if center is not None else 0.0
         found.append((dist, label))
         if len(found) >= 200:
@@ -820,9 +822,12 @@ def _collections_hint(client: Any, args: StacSearchArgs, collections: list[str] 
     found.sort()
     if center is None:
         return "the catalog holds: " + "; ".join(label for _, label in found[:5])
-    near = "; ".join(f"{label}, about {_fmt(d)} km away" for d, label in found[:3])
+    near = ", then ".join(f"about {_fmt(d)} km" for d, _ in found[:3])
     scope = f"of {', '.join(collections)} " if collections else "in the catalog "
-    return f"no scene {scope}covers this area. Nearest imagery: {near}"
+    return (
+        f"no scene {scope}covers this area. The nearest imagery is {near} away "
+        "(ask “what data do you have?” for the places covered)"
+    )
 
 
 def _distance_km(point: BaseGeometry, area: BaseGeometry) -> float:

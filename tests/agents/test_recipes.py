@@ -127,3 +127,24 @@ def test_drawn_area_and_upload() -> None:
     assert [s.tool for s in plan.steps] == ["segment"] and plan.steps[0].args[
         "raster"
     ] == "/data/x.tif"
+
+
+def test_since_a_year_compares_it_with_the_latest_imagery() -> None:
+    since = DateSpec(text="since 2009", start=dt.date(2009, 1, 1), end=dt.date(2026, 12, 2))
+    plan = compile_plan(Intent(task="change", targets=["water"], places=[ACCOMAC], dates=[since]))
+    searches = [s.args["datetime"] for s in plan.steps if s.tool == "stac_search"]
+    assert searches == ["2009-01-01/2009-12-31", "2010-01-01/2026-12-02"]
+
+
+def test_relation_between_two_map_layers() -> None:
+    it = Intent(
+        task="count",
+        targets=["buildings", "roads"],
+        places=[ACCOMAC],
+        relations=[Relation(predicate="within_distance", other="roads", distance_m=100)],
+    )
+    plan = compile_plan(it)
+    roads, buildings = [s for s in plan.steps if s.tool == "osm_overlay"]
+    assert roads.args["features"] == "roads" and buildings.args["features"] == "buildings"
+    assert buildings.args["relate_to"] == f"@{roads.id}.features"
+    assert validate_plan(plan, tool_catalog(), 12, 5000) == []
