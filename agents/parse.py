@@ -83,8 +83,16 @@ def tag(text: str) -> Tagged:
     tokens = tokenize(text)
     lang = detect_language(tokens)
     langs: tuple[str, ...] = (lang,) if lang == "en" else (lang, "en")
-    matches = _best_matches(lexicon().scan(tokens, langs))
-    return Tagged(text, tokens, lang, matches)
+    lex = lexicon()
+    stop = lex.stopwords.get(lang, frozenset())
+    # English technical words count in every language, but not an English entry that is a
+    # plain word of the question's own language (German "dem" is not a DEM).
+    matches = [
+        m
+        for m in lex.scan(tokens, langs)
+        if not (m.lang == "en" != lang and all(t.norm in stop for t in tokens[m.start : m.end]))
+    ]
+    return Tagged(text, tokens, lang, _best_matches(matches))
 
 
 # ---------------------------------------------------------------------------- dates
@@ -426,7 +434,7 @@ def parse_rules(
     notes: list[str] = []
     place_tokens: set[int] = set()
     if coords is None:
-        for cand in PlaceFinder(gaz).find(tg.tokens, skip)[:2]:
+        for cand in PlaceFinder(gaz, tg.language).find(tg.tokens, skip)[:2]:
             places.append(
                 PlaceMention(
                     text=cand.text, name=cand.name, label=cand.label,

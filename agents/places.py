@@ -62,10 +62,26 @@ def _qualifier_links() -> frozenset[tuple[str, ...]]:
     return frozenset(norm_phrase(str(w)) for w in lexicon().words("qualifier_links"))
 
 
+@lru_cache(maxsize=1)
+def _descriptors() -> frozenset[str]:
+    return frozenset(t for w in lexicon().words("place_descriptors") for t in norm_phrase(str(w)))
+
+
 def _preceded_by_preposition(tokens: list[Token], start: int) -> bool:
+    """A place preposition right before ``start``, descriptors aside ("in the port of
+    Rotterdam", "vom Hafen Rotterdam")."""
+    k = start
+    while k > 0 and start - k < 4 and tokens[k - 1].norm in _descriptors():
+        if _prep_ending_at(tokens, k):
+            return True
+        k -= 1
+    return _prep_ending_at(tokens, k)
+
+
+def _prep_ending_at(tokens: list[Token], end: int) -> bool:
     for phrase in _preposition_set():
         n = len(phrase)
-        if start - n >= 0 and tuple(t.norm for t in tokens[start - n : start]) == phrase:
+        if end - n >= 0 and tuple(t.norm for t in tokens[end - n : end]) == phrase:
             return True
     return False
 
@@ -86,9 +102,10 @@ def _fits_city(city: City, regs: list[Region]) -> bool:
 class PlaceFinder:
     """Finds place mentions in tokenised text against one gazetteer."""
 
-    def __init__(self, gaz: Gazetteer) -> None:
+    def __init__(self, gaz: Gazetteer, language: str = "en") -> None:
         self.gaz = gaz
         self.lex = lexicon()
+        self.language = language
 
     # ------------------------------------------------------------------ exact n-grams
     def find(self, tokens: list[Token], skip: set[int] | None = None) -> list[Candidate]:
@@ -106,16 +123,23 @@ class PlaceFinder:
                 if cand is not None:
                     cands.append(cand)
         cands += self._fuzzy(tokens, skip, cands)
-        return _select(cands)
+        return _select(cands, self.gaz)
 
     def _vocab_only(self, tokens: list[Token], i: int, j: int) -> bool:
         return all(t.norm in self.lex.vocabulary for t in tokens[i:j])
 
     def _capitalised(self, tokens: list[Token], i: int, j: int) -> bool:
-        # The question's first word is capitalised anyway; it does not count as a name cue.
+        # The question's first word is capitalised anyway, and German capitalises every noun
+        # ("Wolken", a town too): neither is a name cue.
+        if self.language == "de":
+            return False
         return all(t.capitalised for t in tokens[i:j]) and not (i == 0 and j - i == 1)
 
     def _support(self, tokens: list[Token], i: int, j: int, population: int) -> float:
+        if all(t.norm in self.lex.all_stopwords for t in tokens[i:j]) or (
+            j - i == 1 and len(tokens[i].norm) == 1
+        ):
+            return -100.0  # "I", "Is", "La", "Die": function words, whatever their capitals
         s = 0.45 * math.log10(population + 10)
         if _preceded_by_preposition(tokens, i):
             s += 2.0
@@ -188,7 +212,11 @@ class PlaceFinder:
                 if unknown is not None:
                     # A misspelt town before its region ("oaklnd california"): the fuzzy
                     # match with the region as qualifier, when one fits.
-                    typo = self._fuzzy_one(tokens, unknown[0], i)
+                    typo = None
+                    for start in range(i - 1, unknown[0] - 1, -1):  # nearest word first
+                        typo = self._fuzzy_one(tokens, start, i)
+                        if typo is not None and typo.qualifier:
+                            break
                     if typo is not None and typo.qualifier:
                         best = typo
                         continue
@@ -238,6 +266,8 @@ class PlaceFinder:
                     tokens[k].norm in self.lex.vocabulary or k in skip for k in range(i, j)
                 ):
                     continue
+                if n == 2 and self.gaz.regions_for_qualifier(tokens[j - 1].raw):
+                    continue  # "acomack virginia": a town and its region, not one name
                 cand = self._fuzzy_one(tokens, i, j)
                 if cand is not None:
                     out.append(cand)
@@ -251,24 +281,37 @@ class PlaceFinder:
         # a region ("acomac va"), or written with a capital mid-sentence. Otherwise every
         # unknown English word ("tornado", "port") would become some small town.
         quals, qend, qtext = self._qualifier(tokens, j)
-        if not (_preceded_by_preposition(tokens, i) or quals or self._capitalised(tokens, i, j)):
-            return None
+        supported = bool(
+            _preceded_by_preposition(tokens, i) or quals or self._capitalised(tokens, i, j)
+        )
 
         query = " ".join(t.norm for t in tokens[i:j])
         joined = query.replace(" ", "")
         names = _names_like(self.gaz, query[0], len(joined))
         hits = process.extract(query, names, scorer=fuzz.ratio, score_cutoff=_FUZZY_CUTOFF, limit=8)
+        if not supported:
+            # No cue that a place is meant: only a near-exact spelling of a notable place
+            # ("groningn" -> Groningen), never a common word that resembles a hamlet.
+            # A word that extends a name is derived from it ("brazilian"), not misspelt.
+            hits = [
+                h
+                for h in hits
+                if h[1] >= _FUZZY_SURE and len(query) >= 6 and not query.startswith(h[0])
+            ]
         best: Candidate | None = None
         for hit_name, ratio, _ in hits:
             cities = self.gaz.lookup(hit_name)
             regions = self.gaz.regions_named(hit_name)
             fitting = [c for c in cities if _fits_city(c, quals)] if quals else []
-            min_pop = 0 if ratio >= _FUZZY_SURE else _FUZZY_MIN_POP
+            min_pop = (0 if ratio >= _FUZZY_SURE else _FUZZY_MIN_POP) if supported else 50_000
             pool = fitting or [c for c in cities if c.population >= min_pop]
             score_base = (ratio - _FUZZY_CUTOFF) / 4.0
             if pool:
                 city = sorted(pool, key=lambda c: (not c.primary, -c.population))[0]
-                score = self._support(tokens, i, j, city.population) + score_base - 0.5
+                # A spelling close to an alternate name (a county, an old name) is weaker
+                # evidence than one close to the place's own name.
+                alt = 0.0 if city.primary else 2.5
+                score = self._support(tokens, i, j, city.population) + score_base - 0.5 - alt
                 end, name = j, city.name
                 if fitting:
                     score += 4.0
@@ -297,8 +340,10 @@ class PlaceFinder:
         return None
 
 
-def _select(cands: list[Candidate]) -> list[Candidate]:
-    """Greedy non-overlapping selection, best score first (longer wins on a tie)."""
+def _select(cands: list[Candidate], gaz: Gazetteer | None = None) -> list[Candidate]:
+    """Greedy non-overlapping selection, best score first (longer wins on a tie); a town
+    inside a region also named ("a survey in Uganda ... of Kampala") comes first: it is the
+    more precise answer to "where"."""
     chosen: list[Candidate] = []
     used: set[int] = set()
     for c in sorted(cands, key=lambda c: (-c.score, -(c.end - c.start))):
@@ -307,7 +352,22 @@ def _select(cands: list[Candidate]) -> list[Candidate]:
             continue
         chosen.append(c)
         used |= span
+    if gaz is not None and len(chosen) > 1:
+        regions = [c for c in chosen if c.kind in ("country", "region")]
+        towns = [c for c in chosen if c.kind == "city" and c.geonameid is not None]
+        for town in towns:
+            reg = next((r for r in regions if _town_in(gaz, town, r)), None)
+            if reg is not None:
+                chosen.remove(reg)
+                chosen.remove(town)
+                chosen.insert(0, town)
     return chosen
+
+
+def _town_in(gaz: Gazetteer, town: Candidate, region: Candidate) -> bool:
+    regs = gaz.regions_named(region.name) or gaz.regions_for_qualifier(region.name)
+    cities = [c for c in gaz.lookup(town.name.split(",")[0]) if c.geonameid == town.geonameid]
+    return bool(regs and cities and _fits_city(cities[0], regs))
 
 
 _NAME_CACHE: dict[tuple[str, str, int], list[str]] = {}

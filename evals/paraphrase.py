@@ -591,6 +591,8 @@ def base_overrides(parser: Parser, state_dir: Path) -> dict[str, Any]:
     }
     if settings_support("parser"):
         out["parser"] = parser
+    if parser == "rules":
+        out["planner"] = "rules"  # "rules only": no model anywhere in the answer
     return out
 
 
