@@ -472,9 +472,10 @@ def run_question(assistant: Assistant, store: ConversationStore, question: str) 
     with st.chat_message("user"):
         st.markdown(present.safe_md(question, 2000))
     with st.chat_message("assistant"):
-        phase = st.status("Reading your question and planning…", state="running", expanded=False)
+        phase = st.status("Reading your question…", state="running", expanded=False)
         boxes: dict[str, Any] = {}
         tracker = present.ProgressTracker()
+        understood = ""
         bundle: AnswerBundle | None = None
         try:
             stream = assistant.stream(
@@ -490,10 +491,21 @@ def run_question(assistant: Assistant, store: ConversationStore, question: str) 
                     bundle = item
                     continue
                 for ev in tracker.feed(item):
-                    if ev.kind == "plan":
+                    if ev.kind == "understood":
+                        understood = present.safe_md(ev.label, 160)
+                        phase.update(label=understood + " — planning…")
+                        if ev.detail.startswith("rules: the") and "model" in ev.detail:
+                            # A fallback is said where it happens, not only in the bundle.
+                            st.caption(
+                                "The local language model was not used for this question: "
+                                + present.safe_md(ev.detail.removeprefix("rules: "), 200)
+                            )
+                    elif ev.kind == "plan":
                         who = f" ({present.safe_md(ev.planner, 60)} planner)" if ev.planner else ""
                         phase.update(
-                            label=f"Planned {len(ev.steps)} step(s){who}", state="complete"
+                            label=(understood + " · " if understood else "")
+                            + f"{len(ev.steps)} step(s){who}",
+                            state="complete",
                         )
                     elif ev.kind == "step_started" and ev.step is not None:
                         boxes[ev.step.id] = st.status(

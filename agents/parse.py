@@ -490,7 +490,9 @@ def parse_rules(
         radius_km=radius if (radius and not _relations(tg, measured, None)) else None,
         this_area=this_area,
         this_image=this_image,
-        on_image="imagery" in targets or filters.platform is not None,
+        on_image="imagery" in targets
+        or filters.platform is not None
+        or any(m.concept == "events" for m in lexicon().scan(tg.tokens, ("*",))),
         dates=dates,
         every_year=every,
         relations=_relations(tg, measured, radius),

@@ -29,6 +29,7 @@ _MIN_SCORE = 2.0
 # Fuzzy matches: rapidfuzz ratio (0-100) a typo must reach, and the smallest town accepted.
 _FUZZY_CUTOFF = 84.0
 _FUZZY_MIN_POP = 1000
+_FUZZY_CUTOFF_QUALIFIED = 75.0
 _FUZZY_SURE = 90.0  # one letter off in a long name: any town, however small
 
 
@@ -288,7 +289,14 @@ class PlaceFinder:
         query = " ".join(t.norm for t in tokens[i:j])
         joined = query.replace(" ", "")
         names = _names_like(self.gaz, query[0], len(joined))
-        hits = process.extract(query, names, scorer=fuzz.ratio, score_cutoff=_FUZZY_CUTOFF, limit=8)
+        # A region after the word narrows the candidates to its towns, so a looser spelling
+        # (a swapped pair: "molnio, florida") is still safe to accept.
+        cutoff = _FUZZY_CUTOFF_QUALIFIED if quals else _FUZZY_CUTOFF
+        hits = process.extract(query, names, scorer=fuzz.ratio, score_cutoff=cutoff, limit=12)
+        if quals:
+            hits = [
+                h for h in hits if any(_fits_city(c, quals) for c in self.gaz.lookup(h[0]))
+            ] or [h for h in hits if h[1] >= _FUZZY_CUTOFF]
         if not supported:
             # No cue that a place is meant: only a near-exact spelling of a notable place
             # ("groningn" -> Groningen), never a common word that resembles a hamlet.
@@ -305,7 +313,7 @@ class PlaceFinder:
             fitting = [c for c in cities if _fits_city(c, quals)] if quals else []
             min_pop = (0 if ratio >= _FUZZY_SURE else _FUZZY_MIN_POP) if supported else 50_000
             pool = fitting or [c for c in cities if c.population >= min_pop]
-            score_base = (ratio - _FUZZY_CUTOFF) / 4.0
+            score_base = (ratio - cutoff) / 4.0
             if pool:
                 city = sorted(pool, key=lambda c: (not c.primary, -c.population))[0]
                 # A spelling close to an alternate name (a county, an old name) is weaker

@@ -92,6 +92,7 @@ INSTEAD = (
 # --------------------------------------------------------------------------- step labels
 
 PHASES = {
+    "understand": "Reading the question",
     "guard_input": "Checking the question",
     "plan": "Planning the steps",
     "merge": "Collecting the evidence",
@@ -179,9 +180,10 @@ class StepView(BaseModel):
 class RunEvent(BaseModel):
     """One thing to show while the graph runs."""
 
-    kind: Literal["phase", "plan", "step_started", "step_finished"]
+    kind: Literal["phase", "understood", "plan", "step_started", "step_finished"]
     node: str = ""
     label: str = ""
+    detail: str = ""  # "understood": who read the question, and any fallback
     step: StepView | None = None
     steps: list[StepView] = Field(default_factory=list)
     planner: str = ""
@@ -208,6 +210,51 @@ def _finished(view: StepView, t: TraceEntry) -> StepView:
     return view
 
 
+_TASK_WORDS = {
+    "measure": "measure",
+    "count": "count",
+    "locate": "show",
+    "compare": "compare",
+    "change": "compare over time",
+    "describe": "describe",
+    "list_imagery": "list the imagery",
+    "capabilities": "say what I can do",
+    "out_of_scope": "check what data exists for",
+    "unknown": "work out what to do about",
+}
+
+
+def describe_intent(intent: dict[str, Any]) -> str:
+    """One line for people: what the question was understood to ask ("Understood: measure
+    water around Accomac, Virginia, US, in ha")."""
+    try:
+        from agents.intent import Intent
+
+        it = Intent.model_validate(intent)
+    except Exception:  # a malformed intent is the graph's to report, not the page's
+        return "Read the question"
+    what = it.objects or ", ".join(_TARGET_WORDS.get(t, t) for t in it.targets if t != "imagery")
+    if it.task == "out_of_scope":
+        what = it.topic or "this topic"
+    parts = [_TASK_WORDS.get(it.task, it.task)]
+    if what:
+        parts.append(what)
+    if it.places:
+        parts.append("around " + (it.places[0].label or it.places[0].name))
+    elif it.coordinates is not None:
+        parts.append(f"around {it.coordinates[1]:.4f}, {it.coordinates[0]:.4f}")
+    elif it.this_area:
+        parts.append("in the area drawn")
+    if it.dates:
+        parts.append(
+            "(" + ", ".join("latest" if d.text == "now" else d.text for d in it.dates) + ")"
+        )
+    unit = it.area_unit or it.length_unit
+    if unit:
+        parts.append(f"in {unit}")
+    return _plain("Understood: " + " ".join(parts), 160)
+
+
 class ProgressTracker:
     """Turns ("update", {node: update}) items of Assistant.stream into step events.
 
@@ -224,6 +271,17 @@ class ProgressTracker:
         events: list[RunEvent] = []
         for node, value in update.items():
             value = value if isinstance(value, dict) else {}
+            if node == "understand" and isinstance(value.get("intent"), dict):
+                note = (value.get("notes") or {}).get("parser", "")
+                events.append(
+                    RunEvent(
+                        kind="understood",
+                        node=node,
+                        label=describe_intent(value["intent"]),
+                        detail=_plain(str(note), 200),
+                    )
+                )
+                continue
             if node == "plan" and isinstance(value.get("plan"), dict):
                 events += self._plan(value["plan"])
             if isinstance(value.get("results"), dict) and value["results"]:
