@@ -7,7 +7,9 @@ graph named in ``langgraph.json``.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import logging
+import threading
 import time
 from typing import Any, Final, Literal
 
@@ -270,14 +272,37 @@ def _run_step(task: StepTask, runtime: Runtime[GraphContext]) -> dict[str, Any]:
 def _call_with_timeout(
     fn: Any, args: dict[str, Any], ctx: GraphContext, timeout: float
 ) -> ToolResult:
-    pool = cf.ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(fn, args, ctx.tool_ctx)
+    """Run one tool call with a deadline that its work sees and a cancel event.
+
+    The tool's context carries ``deadline`` (monotonic) and ``cancel``: every read and
+    network call of the access policy (tools/access.py) takes at most what is left, and
+    stops at its next check once cancelled. Python cannot kill a thread, so on timeout the
+    event is set and the thread ends at that check, within about one network timeout. A
+    whole-question deadline (``question_deadline`` in the tool context) shortens the step.
+    """
+    extra = dict(ctx.tool_ctx.extra or {})
+    question_deadline = extra.get("question_deadline")
+    if isinstance(question_deadline, int | float):
+        left = question_deadline - time.monotonic()
+        if left <= 0:
+            return ToolResult.fail(
+                "timeout",
+                "the time budget for this question was spent before this step could run",
+                "ask about a smaller area, or raise GEOSCOUT_QUESTION_TIMEOUT_S",
+            )
+        timeout = min(timeout, left)
+    cancel = threading.Event()
+    extra.update(deadline=time.monotonic() + timeout, cancel=cancel)
+    tool_ctx = dataclasses.replace(ctx.tool_ctx, extra=extra)
+    pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoscout-step")
+    future = pool.submit(fn, args, tool_ctx)
     try:
         result: ToolResult = future.result(timeout=timeout)
         return result
     except cf.TimeoutError:
+        cancel.set()
         return ToolResult.fail(
-            "timeout", f"the step took longer than {timeout:g} s and was stopped waiting"
+            "timeout", f"the step took longer than {timeout:g} s and was stopped"
         )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -489,17 +514,68 @@ def _trace_reports(state: State) -> list[str]:
     ]
 
 
+# Guard results that stop an answer from being delivered: a citation to nothing, or a
+# number that no cited evidence holds (markup is removed, not blocking).
+_BLOCKING_GUARDS = ("output.citations_exist", "output.numbers_cited")
+
+
 def _guard_output(state: State) -> dict[str, Any]:
+    """Check the answer; one that fails is never delivered.
+
+    A failing answer is replaced by the template answer built from the evidence ledger, if
+    that passes the guard, else by an honest "I could not produce a checked answer" that
+    cites the evidence; what happened is recorded in the guardrails (``output.fallback``).
+    """
     t0 = time.perf_counter()
     ledger = [Evidence.model_validate(e) for e in state.get("evidence", [])]
     answer = Answer.model_validate(state["answer"])
     reports = _trace_reports(state)
-    checked, results = guard_output(answer, ledger, state.get("question", ""), reports)
+    question = state.get("question", "")
+    checked, results = guard_output(answer, ledger, question, reports)
+    failed = [g for g in results if g.name in _BLOCKING_GUARDS and not g.passed]
+    if failed:
+        why = "; ".join(f"{g.name}: {g.detail}" for g in failed)[:400]
+        plan = Plan.model_validate(state["plan"]) if state.get("plan") else None
+        intent = Intent.model_validate(state["intent"]) if state.get("intent") else None
+        fallback: Answer | None = None
+        if plan is not None and answer.writer != "template":
+            trace = trace_from(plan, state.get("results", {}))
+            template = template_answer(
+                plan.intent, ledger, trace, question, intent=intent, plan=plan
+            )
+            template = with_understanding(template, intent, plan)
+            t_checked, t_results = guard_output(template, ledger, question, reports)
+            if all(g.passed for g in t_results if g.name in _BLOCKING_GUARDS):
+                fallback = t_checked
+                detail = f"the {answer.writer} answer failed ({why}); the template answer was used"
+        if fallback is None:
+            fallback = _unchecked_answer(answer, ledger)
+            detail = f"the answer failed ({why}); no checked answer could be produced"
+        results.append(GuardResult(name="output.fallback", passed=False, detail=detail))
+        checked = fallback
     return {
         "answer": checked.model_dump(),
         "guardrails": [g.model_dump() for g in results],
         "timings": {"guard_output": time.perf_counter() - t0},
     }
+
+
+def _unchecked_answer(answer: Answer, ledger: list[Evidence]) -> Answer:
+    """The honest answer when no written answer passes the guard: no figures, the evidence."""
+    cited = [e.id for e in ledger][:12]
+    listed = ", ".join(f"[{c}]" for c in cited)
+    text = (
+        "I could not produce a checked answer: the answer I wrote stated figures or citations "
+        "that the evidence does not support, so it is not shown."
+    )
+    if listed:
+        text += f" The evidence I found is listed with its sources: {listed}."
+    return Answer(
+        text=text,
+        citations=cited,
+        caveats=[*answer.caveats, "No figure is given because none passed the checks."],
+        writer="guard",
+    )
 
 
 def build_graph(checkpointer: Any = None) -> Any:

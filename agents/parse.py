@@ -328,6 +328,9 @@ def _topic(tg: Tagged, place_tokens: set[int]) -> tuple[str | None, int | None]:
 def _separate_clauses(tg: Tagged, a: int, b: int) -> bool:
     """A clause link ("and", "et", "y", "und") between two positions of the question."""
     lo, hi = sorted((a, b))
+    between = tg.text[tg.tokens[lo].end : tg.tokens[hi].start]
+    if any(ch in between for ch in ".?!;"):
+        return True  # another sentence
     links = {norm_phrase(str(w)) for w in lexicon().words("clause_links")}
     return any(
         tuple(t.norm for t in tg.tokens[i : i + len(p)]) == p

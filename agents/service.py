@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import sqlite3
@@ -50,16 +51,15 @@ class Assistant:
         self.graph = build_graph(checkpointer=self._checkpointer())
 
     def _checkpointer(self) -> Any:
-        from langgraph.checkpoint.sqlite import SqliteSaver
+        """SQLite checkpoints that never cost an answer: a corrupt file is moved aside with a
+        warning and a fresh one used, an unusable place gives an in-memory store, and a
+        write that fails mid-run (full disk) moves the run to memory (agents/conversations)."""
+        from agents.conversations import ResilientSaver, open_state_db
 
-        path = Path(self.settings.state_db)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(path), check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            log.warning("thread store %s unusable (%s); using an in-memory one", path, exc)
-            self._conn = sqlite3.connect(":memory:", check_same_thread=False)
-        return SqliteSaver(self._conn)
+        self._conn, warning = open_state_db(Path(self.settings.state_db))
+        if warning:
+            log.warning("thread store: %s", warning)
+        return ResilientSaver(self._conn)
 
     def close(self) -> None:
         self.services.close()
@@ -105,6 +105,10 @@ class Assistant:
         meter.start(self.services.server_pids())
         t0 = time.perf_counter()
         ctx = self._context(upload_dirs)
+        # The whole-question deadline: every step gets at most what is left of it.
+        deadline = time.monotonic() + self.settings.question_timeout_s
+        extra = {**ctx.tool_ctx.extra, "question_deadline": deadline}
+        ctx = dataclasses.replace(ctx, tool_ctx=dataclasses.replace(ctx.tool_ctx, extra=extra))
         payload = {
             "question": question,
             "bbox": bbox,

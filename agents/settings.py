@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=40_000_000, gt=10_000)
     max_steps: int = Field(default=12, ge=1, le=50)
     step_timeout_s: float = Field(default=300.0, gt=0)
+    # The whole question (all its steps): a step starts with at most what is left of it.
+    question_timeout_s: float = Field(default=900.0, gt=0)
     step_retries: int = Field(default=1, ge=0, le=5)
     http_timeout_s: float = Field(default=30.0, gt=0)
     parallel_steps: int = Field(default=4, ge=1, le=32)

@@ -15,6 +15,7 @@ from agents.intent import Intent
 from agents.schemas import Answer, Evidence, Plan, TraceEntry
 from agents.units import UNIT_LABEL, requested_key
 from tools.base import Quantity
+from tools.ground import target_vocabulary
 
 _UNITS = {**UNIT_LABEL, "pct": "%", "%": "%"}
 
@@ -149,6 +150,28 @@ def _features_sentence(ev: Evidence, intent: Intent | None = None) -> str:
     return _generic(ev)
 
 
+def _detections_sentence(ev: Evidence, intent: Intent | None = None) -> str:
+    """Boxes from a vision model, in the question's own words: the count of all boxes, and of
+    those whose label matches the object asked about. A model's labels never appear (they are
+    its free text, and can carry instructions or numbers); ground keeps matched counts only."""
+    query = ev.facts.get("query") or (intent.objects if intent is not None else None) or ""
+    words = " ".join(re.findall(r"[A-Za-z][A-Za-z\- ]{0,39}", query)[:1]).strip() or "objects"
+    head, _ = target_vocabulary(words)
+    key = "count_" + re.sub(r"[^a-z0-9]+", "_", head.lower()).strip("_")
+    text = f"The vision model marked {q(ev, 'count')} box(es) when asked for {words} [{ev.id}]"
+    parts = []
+    if key in ev.values:
+        parts.append(f"{q(ev, key)} labelled as {head}")
+    if "count_other" in ev.values:
+        parts.append(f"{q(ev, 'count_other')} with another label")
+    if parts:
+        text += f": {', '.join(parts)} [{ev.id}]"
+    area = q(ev, "searched_area_km2")
+    if area:
+        text += f", in the {area} searched [{ev.id}]"
+    return text + "."
+
+
 def _coverage_sentence(ev: Evidence) -> str | None:
     cov, asked = ev.values.get("coverage_area_km2"), ev.values.get("query_area_km2")
     if cov is None or asked is None:
@@ -247,7 +270,7 @@ def template_answer(
         if cov:
             sentences.append(cov)
     for d in dets:
-        sentences.append(_generic(d))
+        sentences.append(_detections_sentence(d, intent))
     if not (figures or masks or feats or dets) and scenes:
         listed = "; ".join(_scene_phrase(s) for s in scenes[:5])
         sentences.append(f"Imagery found{_place_phrase(ledger)}: {listed}.")

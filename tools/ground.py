@@ -32,6 +32,8 @@ from shapely.ops import unary_union
 
 from models.vlm import MAX_DETECTIONS, Detection, GroundingAnswer, VLMClient, VLMError
 from prompts import load_prompt
+from tools import access
+from tools.access import AccessPolicy
 from tools.base import (
     EvidenceDraft,
     GeoScoutToolError,
@@ -47,7 +49,6 @@ PROMPT_NAME = "ground_vlm"
 PATCH = 28  # Qwen2/2.5-VL patch size: sides that are multiples of it are not resized again
 MAX_SIDE = 1008  # 36 patches
 MIN_SIDE = 448  # small windows are enlarged: VLMs find little in tiny images
-MAX_LABEL_KEYS = 10  # per-label counts kept in the evidence; the rest go to count_other
 
 UNAVAILABLE_MESSAGE = (
     "Finding objects such as ships needs a vision-language model, and none is configured."
@@ -255,6 +256,51 @@ def _label_key(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")[:30] or "object"
 
 
+# Words a model may use for what the question names (singular forms).
+_SYNONYMS: dict[str, frozenset[str]] = {
+    "ship": frozenset({"ship", "boat", "vessel", "tanker", "freighter", "barge", "ferry"}),
+    "boat": frozenset({"ship", "boat", "vessel"}),
+    "vessel": frozenset({"ship", "boat", "vessel"}),
+    "car": frozenset({"car", "vehicle", "automobile"}),
+    "vehicle": frozenset({"car", "vehicle", "truck", "bus", "van"}),
+    "building": frozenset({"building", "house", "roof"}),
+    "house": frozenset({"building", "house", "roof"}),
+    "roof": frozenset({"roof", "building", "house"}),
+    "plane": frozenset({"plane", "airplane", "aircraft", "jet"}),
+    "aircraft": frozenset({"plane", "airplane", "aircraft", "jet"}),
+    "tree": frozenset({"tree"}),
+}
+
+
+def _singular(word: str) -> str:
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith(("ches", "shes", "sses", "xes")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def _words(text: str) -> list[str]:
+    return [_singular(w) for w in re.findall(r"[a-z]+", text.lower())]
+
+
+def target_vocabulary(query: str) -> tuple[str, frozenset[str]]:
+    """The question's object word (the last noun of the query, singular) and the words a
+    model's label may use for it: ``"damaged roofs"`` -> ("roof", {"roof", "building", ...})."""
+    words = _words(query)
+    head = words[-1] if words else "object"
+    return head, _SYNONYMS.get(head, frozenset({head}))
+
+
+def match_label(label: str, query: str) -> str | None:
+    """A model's label mapped to the question's object word, or None when it names something
+    else. The model's text never passes: only the question's own word comes out."""
+    head, vocabulary = target_vocabulary(query)
+    return head if any(w in vocabulary for w in _words(label)) else None
+
+
 def _tool_error(exc: VLMError, host: str, model: str) -> GeoScoutToolError:
     if exc.kind == "unreachable":
         return GeoScoutToolError(
@@ -309,7 +355,7 @@ def run(args: GroundArgs, ctx: ToolContext) -> ToolResult:
                 f"{args.query[:1].upper() + args.query[1:]} are about {args.min_object_m:g} m "
                 f"across; this image has {gsd:g} m pixels, too coarse to see them (an object "
                 f"needs about {MIN_PIXELS_PER_OBJECT} pixels).",
-                hint=f"Use imagery of {args.min_object_m / MIN_PIXELS_PER_OBJECT:.1g} m per pixel "
+                hint=f"Use imagery of {_sig(args.min_object_m / MIN_PIXELS_PER_OBJECT, 2):g} m per pixel "
                 "or finer (aerial or drone images).",
             )
     if ctx.vlm is None:
@@ -326,15 +372,27 @@ def run(args: GroundArgs, ctx: ToolContext) -> ToolResult:
 
     model = args.model or ctx.vlm.model
     prompt = load_prompt(PROMPT_NAME)
+    # One timeout and retry policy for every network client (tools/access.py): the vision
+    # model's timeout cut to what is left of the step, a retry only when the server could
+    # not be reached, and none past the step's deadline.
+    policy = AccessPolicy.from_context(ctx)
+    policy.check_url(ctx.vlm.base_url, endpoint=True)
+    policy.check_time("finding objects")
     client = VLMClient(
         ctx.vlm.base_url,
         model,
         prompt,
         api_key=ctx.vlm.api_key,
-        timeout_s=ctx.vlm.timeout_s,
+        timeout_s=policy.timeout(ctx.vlm.timeout_s),
+        max_retries=0,
     )
     try:
-        answer = client.ground(picture.png, args.query, picture.width, picture.height)
+        answer = access.run_with_retry(
+            policy,
+            lambda: client.ground(picture.png, args.query, picture.width, picture.height),
+            (VLMError,),
+            when=lambda e: isinstance(e, VLMError) and e.kind == "unreachable",
+        )
     except VLMError as exc:
         raise _tool_error(exc, client.endpoint_host, model) from exc
     return _result(args, ctx, scene, picture, answer, prompt, caveats)
@@ -359,12 +417,16 @@ def _result(
     to_ll = Transformer.from_crs(picture.grid.crs, "EPSG:4326", always_xy=True)
     dets = answer.detections
     polys = [_box_polygon(d, picture, to_ll) for d in dets]
+    # Labels are the model's text: each is matched to the question's object word, or counted
+    # as "other"; no label the model wrote is kept anywhere (values, map, facts, titles).
+    head, _ = target_vocabulary(args.query)
+    labels = [match_label(d.label, args.query) or "other" for d in dets]
     features = [
         {
             "type": "Feature",
             "geometry": to_rfc7946(p),
             "properties": {
-                "label": d.label,
+                "label": lab,
                 "score": None if d.score is None else round(d.score, 3),
                 "source": scene.id,
                 "stac_item_id": scene.id if scene.collection != "local-raster" else None,
@@ -372,15 +434,15 @@ def _result(
                 "kind": "vlm_box",
             },
         }
-        for d, p in zip(dets, polys, strict=True)
+        for d, p, lab in zip(dets, polys, labels, strict=True)
     ]
     count = len(dets)
-    per_label = Counter(d.label for d in dets)
+    per_label = Counter(labels)
     values: dict[str, Quantity] = {"count": Quantity(value=count, unit="count")}
-    for i, (label, n) in enumerate(per_label.most_common()):
-        key = f"count_{_label_key(label)}" if i < MAX_LABEL_KEYS else "count_other"
-        prev = values[key].value if key in values else 0
-        values[key] = Quantity(value=prev + n, unit="count")
+    if per_label.get(head):
+        values[f"count_{_label_key(head)}"] = Quantity(value=per_label[head], unit="count")
+    if per_label.get("other"):
+        values["count_other"] = Quantity(value=per_label["other"], unit="count")
     scores = [d.score for d in dets if d.score is not None]
     if scores:
         values["score_mean"] = Quantity(value=round(float(np.mean(scores)), 3), unit="score")
@@ -398,6 +460,7 @@ def _result(
         "acquisition_date": date,
         "endpoint": answer.endpoint_host,
         "answer_format": answer.answer_format,
+        "target": head,
     }
     caveats = [
         f"Boxes are unverified output of the vision-language model {answer.model}: they were "
@@ -429,6 +492,7 @@ def _result(
             "name": answer.model,
             "endpoint_host": answer.endpoint_host,
             "version": "not reported by the endpoint",
+            "endpoint_says_model": answer.reported_model,
             "license": f"not reported by the endpoint; see the model card of {answer.model}",
             "seconds": round(answer.seconds, 3),
             "prompt_tokens": answer.prompt_tokens,
@@ -462,7 +526,7 @@ def _result(
         },
     }
     layer = {"type": "FeatureCollection", "features": features}
-    label_text = ", ".join(f"{n} {lab}" for lab, n in per_label.most_common(5))
+    label_text = ", ".join(f"{n} {lab}" for lab, n in per_label.most_common(2))
     query = args.query[:1].upper() + args.query[1:]
     title = f"{query} detected by {answer.model} in scene {scene.id}"
     evidence = EvidenceDraft(
