@@ -14,10 +14,17 @@ Provenance conventions read here (shared with stac_search and segment):
   result was computed on, so a map can show the pixels even without a scene evidence item.
 
 Everything drawn from tool text (titles, labels) is reduced to short plain text first.
+
+Every image is opened through the access policy (tools/access.py), the same one the tools
+use: an href a catalog item gives is drawn only if a tool could have read it (a file under
+the data or upload folders after resolving links, a GeoTIFF or JPEG 2000 by content, a remote
+URL only online and never to a private address). Public functions take ``policy``; without
+one the policy is built from the current settings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -25,7 +32,8 @@ import re
 import tempfile
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,12 +49,14 @@ from shapely.geometry.polygon import orient
 from shapely.validation import make_valid
 
 from agents.schemas import AnswerBundle, Evidence
+from tools.access import AccessPolicy
 from tools.geo import to_rfc7946
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from matplotlib.path import Path as MplPath
+    from rasterio.io import DatasetReader
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +87,31 @@ _FEATURE_COLOURS = {
 }
 _CYCLE = ("#ff3fd2", "#ff8c00", "#00e5ff", "#b10dc9", "#ffd400", "#7fff00", "#ff4136")
 _DETECTION_COLOURS = ("#ff2020", "#ffd400", "#00e5ff", "#7fff00")
+
+# The access policy of the drawing in progress (set by the public entry points).
+_POLICY: ContextVar[AccessPolicy | None] = ContextVar("geoscout_map_policy", default=None)
+
+
+@contextlib.contextmanager
+def using_policy(policy: AccessPolicy | None = None) -> Iterator[AccessPolicy]:
+    """Draw under ``policy`` (else the one in use, else the settings' policy)."""
+    current = policy or _POLICY.get()
+    if current is None:
+        from agents.uploads import default_access_policy
+
+        current = default_access_policy()
+    token = _POLICY.set(current)
+    try:
+        yield current
+    finally:
+        _POLICY.reset(token)
+
+
+@contextlib.contextmanager
+def _open_raster(href: str) -> Iterator[DatasetReader]:
+    """The one way map drawing opens an image: through the access policy in use."""
+    with using_policy() as policy, policy.open_raster(href) as ds:
+        yield ds
 
 
 # --------------------------------------------------------------------------- GeoJSON export
@@ -219,16 +254,16 @@ class ImagerySource(BaseModel):
         return tuple((c.href, c.band) for c in self.channels)
 
     @classmethod
-    def from_href(cls, href: str | Path, label: str | None = None) -> ImagerySource:
+    def from_href(
+        cls, href: str | Path, label: str | None = None, *, policy: AccessPolicy | None = None
+    ) -> ImagerySource:
         """A source from a raster file alone: its red/green/blue colour bands, else band 1.
 
         Files of three bands or more without colour tags are read as bands 1, 2, 3 = R, G, B
-        (the order of aerial RGB and NAIP RGBN files).
+        (the order of aerial RGB and NAIP RGBN files). Opened under the access policy.
         """
-        import rasterio
-
         path = str(href)
-        with rasterio.open(_gdal_path(path)) as ds:
+        with using_policy(policy), _open_raster(path) as ds:
             names = [ci.name for ci in ds.colorinterp]
             count = ds.count
         if all(c in names for c in ("red", "green", "blue")):
@@ -243,13 +278,21 @@ class ImagerySource(BaseModel):
         )
 
 
-def imagery_sources(bundle: AnswerBundle) -> list[ImagerySource]:
+def imagery_sources(
+    bundle: AnswerBundle, *, policy: AccessPolicy | None = None
+) -> list[ImagerySource]:
     """The scenes to draw, bottom first.
 
     When masks or detections name the scene they were computed on (``provenance["scene"]``),
     those scenes are drawn, oldest first so that the latest lies on top. Otherwise the
-    scene evidence is drawn with the best-ranked (first in the ledger) on top.
+    scene evidence is drawn with the best-ranked (first in the ledger) on top. Only images
+    the access policy allows are kept.
     """
+    with using_policy(policy):
+        return _imagery_sources(bundle)
+
+
+def _imagery_sources(bundle: AnswerBundle) -> list[ImagerySource]:
     scene_evs = [ev for ev in bundle.evidence if ev.kind == "scene"]
     by_item = {_scene_id(ev.provenance): ev for ev in scene_evs if _scene_id(ev.provenance)}
     analysed: list[ImagerySource] = []
@@ -453,7 +496,6 @@ def _band_names(asset: dict[str, Any]) -> list[str]:
 def _scene_attribution(prov: dict[str, Any], ev: Evidence) -> str:
     for value in (
         prov.get("attribution"),
-        prov.get("geoscout:attribution"),
         ev.facts.get("attribution"),
     ):
         if isinstance(value, str) and value:
@@ -461,17 +503,6 @@ def _scene_attribution(prov: dict[str, Any], ev: Evidence) -> str:
     what = prov.get("collection") or prov.get("platform") or ev.facts.get("collection") or "scene"
     lic = prov.get("license") or ev.facts.get("license")
     return f"Imagery: {what}" + (f" ({lic})" if lic and lic != "unknown" else "")
-
-
-def _gdal_path(href: str) -> str:
-    """Remote hrefs through GDAL's virtual file systems; local paths unchanged."""
-    if href.startswith("file://"):
-        return href[7:]
-    if href.startswith(("http://", "https://")):
-        return f"/vsicurl/{href}"
-    if href.startswith("s3://"):
-        return f"/vsis3/{href[5:]}"
-    return href
 
 
 @dataclass
@@ -491,6 +522,8 @@ def compose_quicklook(
     crs: CRS | str,
     max_px: int = 1500,
     time_budget_s: float = 20.0,
+    *,
+    policy: AccessPolicy | None = None,
 ) -> Quicklook:
     """Warp the sources onto one grid over ``bounds`` (xmin, ymin, xmax, ymax in ``crs``).
 
@@ -516,7 +549,8 @@ def compose_quicklook(
             look.notes.append(f"Imagery {name}not drawn: the time budget for the map was spent.")
             continue
         try:
-            layer = _warp_source(src, dst_crs, transform, cols, rows)
+            with using_policy(policy):
+                layer = _warp_source(src, dst_crs, transform, cols, rows)
         except Exception as exc:  # unreadable file, no georeference, network: say so, go on
             log.warning("cannot draw imagery %s: %s", src.label, exc)
             look.notes.append(f"Imagery {name}could not be read, so it is not drawn.")
@@ -540,7 +574,6 @@ def _warp_source(
     src: ImagerySource, dst_crs: CRS, dst_transform: Any, cols: int, rows: int
 ) -> np.ndarray | None:
     """(rows, cols, 3) float32 of raw values on the map grid, NaN outside; None if disjoint."""
-    import rasterio
     from affine import Affine
     from rasterio.warp import Resampling, reproject, transform_bounds
     from rasterio.windows import Window, from_bounds
@@ -553,64 +586,59 @@ def _warp_source(
     for ch, ref in enumerate(src.channels):
         groups.setdefault(ref.href, []).append((ch, ref.band))
     touched = False
-    env = {
-        "GDAL_HTTP_TIMEOUT": "20",
-        "GDAL_HTTP_MAX_RETRY": "2",
-        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    }
-    with rasterio.Env(**env):
-        for href, pairs in groups.items():
-            with rasterio.open(_gdal_path(href)) as ds:
-                if ds.crs is None:
-                    raise ValueError("the raster has no coordinate reference system")
-                left, bottom, right, top = transform_bounds(
-                    dst_crs, ds.crs, xmin, ymin, xmax, ymax, densify_pts=21
-                )
-                win = from_bounds(left, bottom, right, top, ds.transform)
-                c0 = max(0, math.floor(win.col_off))
-                r0 = max(0, math.floor(win.row_off))
-                c1 = min(ds.width, math.ceil(win.col_off + win.width))
-                r1 = min(ds.height, math.ceil(win.row_off + win.height))
-                if c1 <= c0 or r1 <= r0:
-                    continue
-                win = Window(c0, r0, c1 - c0, r1 - r0)
-                # How many map pixels the window spans: read at about that size, no more.
-                wl, wb, wr, wt = transform_bounds(
-                    ds.crs, dst_crs, *window_bounds(win, ds.transform), densify_pts=21
-                )
-                cover_w = (wr - wl) / dst_transform.a
-                cover_h = (wt - wb) / -dst_transform.e
-                out_w = int(min(win.width, max(1, math.ceil(cover_w * 1.25))))
-                out_h = int(min(win.height, max(1, math.ceil(cover_h * 1.25))))
-                bands = [b for _, b in pairs]
-                if max(bands) > ds.count:
-                    raise ValueError(f"band {max(bands)} asked of a {ds.count}-band raster")
-                data = ds.read(
-                    bands,
-                    window=win,
-                    out_shape=(len(bands), out_h, out_w),
-                    resampling=Resampling.average,
-                    masked=True,
-                )
-                arr = np.ma.filled(data.astype(np.float32), np.nan)
-                src_transform = ds.window_transform(win) @ Affine.scale(
-                    win.width / out_w, win.height / out_h
-                )
-                warped = np.full((len(bands), rows, cols), np.nan, dtype=np.float32)
-                reproject(
-                    source=arr,
-                    destination=warped,
-                    src_transform=src_transform,
-                    src_crs=ds.crs,
-                    dst_transform=dst_transform,
-                    dst_crs=dst_crs,
-                    src_nodata=np.nan,
-                    dst_nodata=np.nan,
-                    resampling=Resampling.bilinear,
-                )
-                for (ch, _), plane in zip(pairs, warped, strict=True):
-                    out[ch] = plane
-                touched = True
+    # Every file through the access policy (it sets GDAL's HTTP limits itself).
+    for href, pairs in groups.items():
+        with _open_raster(href) as ds:
+            if ds.crs is None:
+                raise ValueError("the raster has no coordinate reference system")
+            left, bottom, right, top = transform_bounds(
+                dst_crs, ds.crs, xmin, ymin, xmax, ymax, densify_pts=21
+            )
+            win = from_bounds(left, bottom, right, top, ds.transform)
+            c0 = max(0, math.floor(win.col_off))
+            r0 = max(0, math.floor(win.row_off))
+            c1 = min(ds.width, math.ceil(win.col_off + win.width))
+            r1 = min(ds.height, math.ceil(win.row_off + win.height))
+            if c1 <= c0 or r1 <= r0:
+                continue
+            win = Window(c0, r0, c1 - c0, r1 - r0)
+            # How many map pixels the window spans: read at about that size, no more.
+            wl, wb, wr, wt = transform_bounds(
+                ds.crs, dst_crs, *window_bounds(win, ds.transform), densify_pts=21
+            )
+            cover_w = (wr - wl) / dst_transform.a
+            cover_h = (wt - wb) / -dst_transform.e
+            out_w = int(min(win.width, max(1, math.ceil(cover_w * 1.25))))
+            out_h = int(min(win.height, max(1, math.ceil(cover_h * 1.25))))
+            bands = [b for _, b in pairs]
+            if max(bands) > ds.count:
+                raise ValueError(f"band {max(bands)} asked of a {ds.count}-band raster")
+            data = ds.read(
+                bands,
+                window=win,
+                out_shape=(len(bands), out_h, out_w),
+                resampling=Resampling.average,
+                masked=True,
+            )
+            arr = np.ma.filled(data.astype(np.float32), np.nan)
+            src_transform = ds.window_transform(win) @ Affine.scale(
+                win.width / out_w, win.height / out_h
+            )
+            warped = np.full((len(bands), rows, cols), np.nan, dtype=np.float32)
+            reproject(
+                source=arr,
+                destination=warped,
+                src_transform=src_transform,
+                src_crs=ds.crs,
+                dst_transform=dst_transform,
+                dst_crs=dst_crs,
+                src_nodata=np.nan,
+                dst_nodata=np.nan,
+                resampling=Resampling.bilinear,
+            )
+            for (ch, _), plane in zip(pairs, warped, strict=True):
+                out[ch] = plane
+            touched = True
     if not touched:
         return None
     if len(src.channels) == 1:
@@ -683,11 +711,12 @@ def render_map_png(
     *,
     scene_hrefs: Sequence[str | Path | ImagerySource] | None = None,
     max_px: int = 1500,
+    policy: AccessPolicy | None = None,
 ) -> Path | None:
     """Draw the bundle's map as a PNG; None when there is nothing to map (refused,
     clarification, or no evidence with a location). ``scene_hrefs`` replaces the imagery
     found in the evidence (e.g. a raster the user uploaded)."""
-    result = render_map(bundle, out_path, scene_hrefs=scene_hrefs, max_px=max_px)
+    result = render_map(bundle, out_path, scene_hrefs=scene_hrefs, max_px=max_px, policy=policy)
     return result.path if result else None
 
 
@@ -699,10 +728,25 @@ def render_map(
     max_px: int = 1500,
     dpi: int = 150,
     time_budget_s: float = 20.0,
+    policy: AccessPolicy | None = None,
 ) -> MapRender | None:
-    """Draw the map and describe it (see :func:`render_map_png`). Written atomically."""
+    """Draw the map and describe it (see :func:`render_map_png`). Written atomically.
+
+    Images are opened under ``policy`` (default: the settings' access policy)."""
     if bundle.refused or bundle.clarification is not None:
         return None
+    with using_policy(policy):
+        return _render_map(bundle, out_path, scene_hrefs, max_px, dpi, time_budget_s)
+
+
+def _render_map(
+    bundle: AnswerBundle,
+    out_path: Path,
+    scene_hrefs: Sequence[str | Path | ImagerySource] | None,
+    max_px: int,
+    dpi: int,
+    time_budget_s: float,
+) -> MapRender | None:
     t0 = time.perf_counter()
     fc = bundle_layers_geojson(bundle)
     notes: list[str] = []
@@ -814,11 +858,10 @@ def _lonlat_extent(
 
 
 def _source_lonlat_bounds(src: ImagerySource) -> tuple[float, float, float, float] | None:
-    import rasterio
     from rasterio.warp import transform_bounds
 
     try:
-        with rasterio.open(_gdal_path(src.channels[0].href)) as ds:
+        with _open_raster(src.channels[0].href) as ds:
             if ds.crs is None:
                 return None
             b = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)

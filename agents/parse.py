@@ -437,7 +437,7 @@ def parse_rules(
     notes: list[str] = []
     place_tokens: set[int] = set()
     if coords is None:
-        for cand in PlaceFinder(gaz, tg.language).find(tg.tokens, skip)[:2]:
+        for cand in PlaceFinder(gaz, tg.language).find(tg.tokens, skip, tg.text)[:2]:
             places.append(
                 PlaceMention(
                     text=cand.text, name=cand.name, label=cand.label,
@@ -447,6 +447,18 @@ def parse_rules(
             )  # fmt: skip
             place_tokens |= set(range(cand.start, cand.end))
             notes += [n[0].upper() + n[1:] for n in cand.notes]
+            part = tg.tokens[cand.start - 1] if cand.start > 0 else None
+            if part is not None and any(
+                m.concept == "compass" and m.start == cand.start - 1 for m in tg.matches
+            ):
+                notes.append(f"Using all of {cand.label} for “{part.raw} {cand.text}”")
+    if not places and coords is None:
+        unknown = _unknown_place(tg, skip)
+        if unknown is not None:
+            # "around Xqzzyville, Atlantis": a place the gazetteer does not know is still the
+            # place asked about; geocode says it was not found (with close spellings).
+            places.append(PlaceMention(text=unknown[0], name=unknown[0], kind="unknown", score=0.2))
+            place_tokens |= unknown[1]
     targets = _targets(tg, place_tokens)
     objects = _objects(tg, place_tokens)
     topic, topic_at = _topic(tg, place_tokens)
@@ -515,6 +527,25 @@ def parse_rules(
     if previous is not None:
         intent = apply_previous(intent, previous, tg)
     return intent, future
+
+
+def _unknown_place(tg: Tagged, skip: set[int]) -> tuple[str, set[int]] | None:
+    """Unexplained words right after a place preposition ("around xqzzyville, atlantis"):
+    the name of a place the gazetteer lacks."""
+    from agents.places import _preceded_by_preposition
+
+    vocab = lexicon().vocabulary
+    toks = tg.tokens
+    for i, t in enumerate(toks):
+        if i in skip or t.is_number or t.norm in vocab or len(t.norm) < 3:
+            continue
+        if not _preceded_by_preposition(toks, i):
+            continue
+        j = i
+        while j < len(toks) and j - i < 4 and not toks[j].is_number and toks[j].norm not in vocab:
+            j += 1
+        return tg.text[toks[i].start : toks[j - 1].end], set(range(i, j))
+    return None
 
 
 def _unexplained(tg: Tagged, used: set[int]) -> list[str]:

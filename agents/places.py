@@ -107,12 +107,16 @@ class PlaceFinder:
         self.gaz = gaz
         self.lex = lexicon()
         self.language = language
+        self.text = ""
 
     # ------------------------------------------------------------------ exact n-grams
-    def find(self, tokens: list[Token], skip: set[int] | None = None) -> list[Candidate]:
+    def find(
+        self, tokens: list[Token], skip: set[int] | None = None, text: str = ""
+    ) -> list[Candidate]:
         """Non-overlapping best mentions, best first. ``skip``: token indices already used
-        (coordinates, numbers)."""
+        (coordinates, numbers); ``text``: the question the tokens come from (punctuation)."""
         skip = skip or set()
+        self.text = text
         cands: list[Candidate] = []
         n_tok = len(tokens)
         for i in range(n_tok):
@@ -201,6 +205,17 @@ class PlaceFinder:
                 self.gaz.title(city), "city", score, city.population, city.geonameid,
                 qualifier=qtext if fitting else None,
             )  # fmt: skip
+            unknown = None if fitting else self._unknown_before(tokens, i)
+            if unknown is not None and "," in self.text[tokens[i - 1].end : tokens[i].start]:
+                # "around Xqzzyville, Atlantis": the unknown name is the place, what follows
+                # the comma its qualifier; never the town of Atlantis in its stead.
+                k, words = unknown
+                best = Candidate(
+                    k, end, " ".join(t.raw for t in tokens[k:end]), f"{words}, {text}",
+                    f"{words}, {text}", "unknown", score + 1.0, 0, None, qualifier=text,
+                )  # fmt: skip
+                best.notes.append(f"“{words}” is not in the offline gazetteer")
+                return best
         for reg in regions:
             pop = reg.population or 1_000_000
             score = self._support(tokens, i, j, pop) + 1.0

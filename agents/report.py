@@ -21,6 +21,7 @@ from typing import Any
 
 from agents.mapping import ImagerySource, bundle_layers_geojson, render_map
 from agents.schemas import AnswerBundle, Evidence
+from tools.access import AccessPolicy
 from tools.base import Quantity
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,12 @@ def write_bundle(
     out_dir: Path,
     *,
     scene_hrefs: Sequence[str | Path | ImagerySource] | None = None,
+    policy: AccessPolicy | None = None,
 ) -> dict[str, Path]:
     """Write the bundle's files into ``out_dir`` (created); return {"bundle", "layers",
     "map" (when a map was drawn), "report"} -> path. Each file is replaced atomically; a
-    map left from an earlier answer is removed when this one has none."""
+    map left from an earlier answer is removed when this one has none. The map's imagery is
+    opened under ``policy`` (default: the settings' access policy)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -59,7 +62,7 @@ def write_bundle(
         map_note = None
     else:
         try:
-            drawn = render_map(bundle, map_path, scene_hrefs=scene_hrefs) is not None
+            drawn = render_map(bundle, map_path, scene_hrefs=scene_hrefs, policy=policy) is not None
             if not drawn:
                 map_note = "No map: no evidence item has a location."
         except Exception:  # a drawing bug must not cost the person the rest of the report

@@ -9,13 +9,54 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
+
+from tools.access import AccessPolicy
+from tools.base import GeoScoutToolError
 
 MAX_UPLOAD_MB = 200
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF and BigTIFF
 _SUFFIXES = (".tif", ".tiff")
+
+
+def default_upload_dir(settings: Any) -> Path:
+    """Where the app stores uploads (beside the cache: ``.geoscout/uploads``)."""
+    return Path(settings.cache_dir).parent / "uploads"
+
+
+def access_policy(settings: Any, upload_dirs: Iterable[str | Path] = ()) -> AccessPolicy:
+    """The access policy of the agents layer (map drawing, the web map, exports), from
+    settings: the same folders, profile, endpoints and timeout as the tools get."""
+    return AccessPolicy.build(
+        data_dirs=settings.existing_data_dirs(),
+        upload_dirs=[default_upload_dir(settings), *upload_dirs],
+        profile=settings.profile,
+        endpoints=[
+            settings.stac_url,
+            settings.nominatim_url,
+            settings.overpass_url,
+            settings.vlm_base_url,
+        ],
+        http_timeout_s=settings.http_timeout_s,
+        retries=settings.step_retries,
+    )
+
+
+def default_access_policy() -> AccessPolicy:
+    """The policy for callers that pass none (the app's map): from the current settings;
+    when they cannot be read, the sample data only."""
+    from pydantic import ValidationError
+
+    from agents.settings import load_settings
+
+    try:
+        return access_policy(load_settings())
+    except (ValidationError, OSError, ValueError):
+        return AccessPolicy.build()
 
 
 class UploadError(ValueError):
@@ -85,13 +126,14 @@ def save_upload(
 
 
 def _inspect(path: Path, shown: str, size: int, max_pixels: int | None) -> UploadedRaster:
-    import rasterio
     from rasterio.errors import RasterioError
     from rasterio.warp import transform_bounds
 
+    policy = AccessPolicy.build(upload_dirs=[path.parent])
     try:
-        # GTiff only: a crafted file cannot route itself to another GDAL driver.
-        with rasterio.open(path, driver="GTiff") as ds:
+        # Through the access policy: GTiff only (the TIFF magic was checked), inside the
+        # upload folder, so a crafted file cannot route itself to another GDAL driver.
+        with policy.open_raster(str(path), budget=False) as ds:
             if ds.crs is None or ds.transform.is_identity:
                 raise UploadError(
                     f"{shown} has no georeference (no coordinate system or no position), so "
@@ -121,7 +163,7 @@ def _inspect(path: Path, shown: str, size: int, max_pixels: int | None) -> Uploa
             )
     except UploadError:
         raise
-    except (RasterioError, ValueError, OSError) as exc:
+    except (RasterioError, ValueError, OSError, GeoScoutToolError) as exc:
         raise UploadError(
             f"{shown} could not be read as a GeoTIFF ({type(exc).__name__}). "
             "It may be damaged or use an unsupported compression."

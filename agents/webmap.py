@@ -43,8 +43,10 @@ from agents.mapping import (
     compose_quicklook,
     imagery_sources,
     layer_colour,
+    using_policy,
 )
 from agents.schemas import AnswerBundle
+from tools.access import AccessPolicy
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +106,24 @@ def imagery_overlays(
     rasters: Sequence[str | Path] = (),
     max_px: int = 1024,
     time_budget_s: float = 20.0,
+    policy: AccessPolicy | None = None,
 ) -> tuple[list[ImageryOverlay], list[str]]:
     """The images under the evidence as PNG overlays, bottom first, and notes on what failed.
 
     ``rasters`` (e.g. an uploaded GeoTIFF) are drawn when the evidence names no imagery.
     Each image is read once, windowed and decimated to about ``max_px`` pixels across the
-    view (padded by half its size, so a little context shows when panning).
+    view (padded by half its size, so a little context shows when panning). Every image is
+    opened under ``policy`` (default: the settings' access policy, as for the PNG map).
     """
     if bundle.refused or bundle.clarification is not None:
         return [], []
+    with using_policy(policy):
+        return _imagery_overlays(bundle, rasters, max_px, time_budget_s)
+
+
+def _imagery_overlays(
+    bundle: AnswerBundle, rasters: Sequence[str | Path], max_px: int, time_budget_s: float
+) -> tuple[list[ImageryOverlay], list[str]]:
     notes: list[str] = []
     sources = imagery_sources(bundle)
     if not sources:
@@ -223,6 +234,7 @@ def build_webmap(
     online: bool = False,
     draw: bool = True,
     rasters: Sequence[str | Path] = (),
+    policy: AccessPolicy | None = None,
 ) -> tuple[folium.Map, WebMapLayers]:
     """A folium map of the bundle and a description of its layers.
 
@@ -232,7 +244,7 @@ def build_webmap(
     """
     info = WebMapLayers()
     if overlays is None:
-        overlays, notes = imagery_overlays(bundle, rasters=rasters)
+        overlays, notes = imagery_overlays(bundle, rasters=rasters, policy=policy)
         info.notes.extend(notes)
     fc = layers if layers is not None else map_layers(bundle)
     m = folium.Map(

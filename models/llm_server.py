@@ -46,6 +46,7 @@ import logging
 import os
 import re
 import signal
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -285,8 +286,13 @@ class LocalLLMServer:
     def restart(self) -> bool:
         """Start again after the child died; True: it died unexpectedly (always, here)."""
         with self._lock:
-            if self.running:
+            if self.alive():
                 return False
+            # A killed multi-threaded child can be a zombie that waitpid does not report yet:
+            # wait for it, so that start() does not see it as still running.
+            if self.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=5)
             self._cleanup()
         self.start()
         return True

@@ -36,6 +36,13 @@ OSM = "© OpenStreetMap contributors, ODbL 1.0"
 # --------------------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(autouse=True)
+def _readable_folders(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Maps open images through the access policy of the settings: the sample data and the
+    test's own folder are the data folders here."""
+    monkeypatch.setenv("GEOSCOUT_DATA_DIR", f"{data_dir}:{tmp_path}")
+
+
 @pytest.fixture(scope="module")
 def joplin_post(data_dir: Path) -> Path:
     path = data_dir / "joplin" / "post_tile_31500-5137.tif"

@@ -185,7 +185,7 @@ def test_qualifier_picks_the_right_place(assistant: Assistant) -> None:
     # No local building data there: said plainly, not invented.
     osm = next(t for t in b.trace if t.tool == "osm_overlay")
     assert osm.status == "error" and osm.error_code == "no_data"
-    assert "osm_overlay" in b.answer.text
+    assert "Look up mapped buildings: not possible" in b.answer.text  # the step, in words
 
 
 def test_unknown_place_is_reported(assistant: Assistant) -> None:
@@ -242,7 +242,7 @@ def test_stac_server_failing_to_start_is_a_clear_step_error(
     search = next(t for t in b.trace if t.tool == "stac_search")
     assert search.status == "error" and search.error_code == "service_unreachable"
     assert search.error and "Address already in use" in search.error
-    assert "stac_search" in b.answer.text and "Traceback" not in b.answer.text
+    assert "Search imagery: not possible" in b.answer.text and "Traceback" not in b.answer.text
     assert next(t for t in b.trace if t.tool == "segment").status == "skipped"
 
 

@@ -112,6 +112,13 @@ def _bundle(raster: Path) -> AnswerBundle:
     )
 
 
+@pytest.fixture(autouse=True)
+def _readable_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The map opens images through the settings' access policy: the test's folder is the
+    data folder here."""
+    monkeypatch.setenv("GEOSCOUT_DATA_DIR", str(tmp_path))
+
+
 @pytest.fixture
 def bundle(tmp_path: Path) -> AnswerBundle:
     return _bundle(_raster(tmp_path / "tiny.tif"))

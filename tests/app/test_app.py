@@ -89,7 +89,7 @@ def test_new_conversation_starts_empty() -> None:
 def test_refusal_is_shown_politely_with_what_works_instead() -> None:
     at = _ask(_app(), "Where does my neighbour drive every day? Track him on satellite images.")
     warnings = [w.value for w in at.warning]
-    assert any("I can't help with that" in w and "does not track" in w for w in warnings)
+    assert any("I can't help with that" in w and "does not locate" in w for w in warnings)
     assert any("Try one of the example questions" in c.value for c in at.caption)
     assert not [s for s in _statuses(at) if "Finding" in s[0]]  # no tool ran
 
