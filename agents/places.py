@@ -20,9 +20,10 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from agents.lexicon import Token, lexicon, norm_phrase
+from tools.geocode import fits
 
 if TYPE_CHECKING:
-    from tools.geocode import City, Gazetteer, Region
+    from tools.geocode import Gazetteer, Region
 
 _MAX_N = 4
 _MIN_SCORE = 2.0
@@ -89,15 +90,6 @@ def _prep_ending_at(tokens: list[Token], end: int) -> bool:
 
 def _region_kind(reg: Region) -> str:
     return {"us_state": "region", "country": "country", "continent": "continent"}[reg.kind]
-
-
-def _fits_city(city: City, regs: list[Region]) -> bool:
-    for r in regs:
-        if r.kind == "country" and city.country_code == r.code:
-            return True
-        if r.kind == "us_state" and city.country_code == "US" and city.admin1 == r.code:
-            return True
-    return False
 
 
 class PlaceFinder:
@@ -189,7 +181,7 @@ class PlaceFinder:
         quals, qend, qtext = self._qualifier(tokens, j)
         best: Candidate | None = None
         if cities:
-            fitting = [c for c in cities if _fits_city(c, quals)] if quals else []
+            fitting = [c for c in cities if fits(c, quals)] if quals else []
             pool = fitting or cities
             pool = sorted(pool, key=lambda c: (not c.primary, -c.population))
             city = pool[0]
@@ -309,9 +301,9 @@ class PlaceFinder:
         cutoff = _FUZZY_CUTOFF_QUALIFIED if quals else _FUZZY_CUTOFF
         hits = process.extract(query, names, scorer=fuzz.ratio, score_cutoff=cutoff, limit=12)
         if quals:
-            hits = [
-                h for h in hits if any(_fits_city(c, quals) for c in self.gaz.lookup(h[0]))
-            ] or [h for h in hits if h[1] >= _FUZZY_CUTOFF]
+            hits = [h for h in hits if any(fits(c, quals) for c in self.gaz.lookup(h[0]))] or [
+                h for h in hits if h[1] >= _FUZZY_CUTOFF
+            ]
         if not supported:
             # No cue that a place is meant: only a near-exact spelling of a notable place
             # ("groningn" -> Groningen), never a common word that resembles a hamlet.
@@ -325,7 +317,7 @@ class PlaceFinder:
         for hit_name, ratio, _ in hits:
             cities = self.gaz.lookup(hit_name)
             regions = self.gaz.regions_named(hit_name)
-            fitting = [c for c in cities if _fits_city(c, quals)] if quals else []
+            fitting = [c for c in cities if fits(c, quals)] if quals else []
             min_pop = (0 if ratio >= _FUZZY_SURE else _FUZZY_MIN_POP) if supported else 50_000
             pool = fitting or [c for c in cities if c.population >= min_pop]
             score_base = (ratio - cutoff) / 4.0
@@ -390,7 +382,7 @@ def _select(cands: list[Candidate], gaz: Gazetteer | None = None) -> list[Candid
 def _town_in(gaz: Gazetteer, town: Candidate, region: Candidate) -> bool:
     regs = gaz.regions_named(region.name) or gaz.regions_for_qualifier(region.name)
     cities = [c for c in gaz.lookup(town.name.split(",")[0]) if c.geonameid == town.geonameid]
-    return bool(regs and cities and _fits_city(cities[0], regs))
+    return bool(regs and cities and fits(cities[0], regs))
 
 
 _NAME_CACHE: dict[tuple[str, str, int], list[str]] = {}

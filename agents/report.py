@@ -46,13 +46,21 @@ def write_bundle(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
+    failed: dict[str, str] = {}
 
-    written["bundle"] = _atomic_write(
-        out_dir / BUNDLE_FILE, (bundle.model_dump_json(indent=2) + "\n").encode()
-    )
-    layers = bundle_layers_geojson(bundle)
-    written["layers"] = _atomic_write(
-        out_dir / LAYERS_FILE, (json.dumps(layers, ensure_ascii=False) + "\n").encode()
+    def write(key: str, name: str, make: Any) -> None:
+        # Each file on its own: one that does not fit (a full disk) does not cost the others.
+        try:
+            written[key] = _atomic_write(out_dir / name, make())
+        except OSError as exc:
+            log.warning("%s not written: %s", name, exc)
+            failed[name] = f"{type(exc).__name__}: {exc.strerror or exc}"
+
+    write("bundle", BUNDLE_FILE, lambda: (bundle.model_dump_json(indent=2) + "\n").encode())
+    write(
+        "layers",
+        LAYERS_FILE,
+        lambda: (json.dumps(bundle_layers_geojson(bundle), ensure_ascii=False) + "\n").encode(),
     )
 
     map_path = out_dir / MAP_FILE
@@ -65,6 +73,10 @@ def write_bundle(
             drawn = render_map(bundle, map_path, scene_hrefs=scene_hrefs, policy=policy) is not None
             if not drawn:
                 map_note = "No map: no evidence item has a location."
+        except OSError as exc:  # no room for the picture: said, and the rest is written
+            log.warning("map.png not written: %s", exc)
+            failed[MAP_FILE] = f"{type(exc).__name__}: {exc.strerror or exc}"
+            map_note = "The map could not be written."
         except Exception:  # a drawing bug must not cost the person the rest of the report
             log.exception("the map could not be drawn")
             map_note = "The map could not be drawn; the details are in the log."
@@ -74,8 +86,20 @@ def write_bundle(
         map_path.unlink()  # a stale map of another answer would mislead
 
     text = report_markdown(bundle, map_file=MAP_FILE if drawn else None, map_note=map_note)
-    written["report"] = _atomic_write(out_dir / REPORT_FILE, text.encode())
+    write("report", REPORT_FILE, text.encode)
+    if failed:
+        raise BundleWriteError(out_dir, written, failed)
     return written
+
+
+class BundleWriteError(OSError):
+    """Some files of the bundle could not be written; ``written`` holds those that were."""
+
+    def __init__(self, out_dir: Path, written: dict[str, Path], failed: dict[str, str]) -> None:
+        self.written = written
+        self.failed = failed
+        listed = "; ".join(f"{name} ({why})" for name, why in failed.items())
+        super().__init__(f"not written in {out_dir}: {listed}")
 
 
 def _atomic_write(path: Path, data: bytes) -> Path:

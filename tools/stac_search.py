@@ -24,6 +24,8 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
+from tools import access
+from tools.access import AccessPolicy
 from tools.base import (
     ErrorCode,
     EvidenceDraft,
@@ -38,6 +40,7 @@ from tools.geo import AOI, DateRange, SceneAsset, SceneRef, geodesic_area_km2, t
 log = logging.getLogger(__name__)
 
 NAME = "stac_search"
+OWN_PREFIX = "geoscout:"
 # Items fetched before post-filtering and ranking; enough for the local catalog and for a
 # bounded online search. When reached, a caveat says the ranking saw only these.
 FETCH_CAP = 500
@@ -145,9 +148,12 @@ def run(args: StacSearchArgs, ctx: ToolContext) -> ToolResult:
         )
     collections = args.collections or (list(ctx.stac_collections) or None)
     url = ctx.resolve_stac_url()
+    own = is_own_catalog(url)
     client = _open_client(url, ctx)
     params = _search_params(args, collections, client)
     raw, capped = _fetch(client, params, _public_url(url))
+    if not own:
+        raw = [strip_own_fields(it) for it in raw]
 
     aoi_shape = args.aoi.shape() if args.aoi else None
     kept, dropped = _post_filter(raw, args, aoi_shape)
@@ -183,7 +189,7 @@ def run(args: StacSearchArgs, ctx: ToolContext) -> ToolResult:
     )  # fmt: skip
     caveats = _caveats(chosen, dropped, args, capped, len(kept))
     evidence = [
-        _evidence(c, rank, len(kept), _public_url(url), provenance_params)
+        _evidence(c, rank, len(kept), _public_url(url), provenance_params, own)
         for rank, c in enumerate(chosen[:EVIDENCE_CAP], start=1)
     ]
     shown = f"{len(chosen)} shown" + (
@@ -209,22 +215,37 @@ def run(args: StacSearchArgs, ctx: ToolContext) -> ToolResult:
     )
 
 
+def is_own_catalog(url: str) -> bool:
+    """True when the STAC API is a local one this process started over GeoScout's own index
+    (its ``geoscout:`` fields were computed by GeoScout); any other API's ``geoscout:``
+    fields are data, and dropped."""
+    from tools.stac_server import is_own_stac_url
+
+    return is_own_stac_url(url)
+
+
+def strip_own_fields(item: dict[str, Any]) -> dict[str, Any]:
+    """An item without the ``geoscout:`` properties a foreign catalog may set: GeoScout's own
+    fields (areas, dates known, attribution, licence) are computed, never read from data."""
+    props = item.get("properties")
+    if not isinstance(props, dict) or not any(str(k).startswith(OWN_PREFIX) for k in props):
+        return item
+    clean = {k: v for k, v in props.items() if not str(k).startswith(OWN_PREFIX)}
+    return {**item, "properties": clean}
+
+
 def _open_client(url: str, ctx: ToolContext) -> Any:
     import requests
     from pystac_client import Client
     from pystac_client.exceptions import APIError
-    from pystac_client.stac_api_io import StacApiIO
-    from urllib3.util.retry import Retry
 
     # Hook for signing (Planetary Computer) or auth: a callable in ctx.extra, none by default.
     modifier: Callable[[Any], Any] | None = ctx.extra.get("stac_modifier")
-    retry = Retry(
-        total=2, backoff_factor=0.3, status_forcelist=(429, 502, 503, 504), allowed_methods=None
-    )
-    stac_io = StacApiIO(
-        headers={"User-Agent": ctx.user_agent},
-        timeout=ctx.limits.http_timeout_s,
-        max_retries=retry,
+    # Every request of the client goes through the access policy: the configured API is
+    # trusted, links it hands back to other hosts are checked like data; one timeout per
+    # request (the policy's, cut to the step deadline), no redirects, a size cap.
+    stac_io = access.stac_io(
+        AccessPolicy.from_context(ctx), url, headers={"User-Agent": ctx.user_agent}
     )
     shown = _public_url(url)
     try:
@@ -239,6 +260,8 @@ def _open_client(url: str, ctx: ToolContext) -> Any:
             f"the STAC API at {shown} could not be reached ({type(exc).__name__})",
             _reach_hint(ctx),
         ) from exc
+    except GeoScoutToolError:
+        raise
     except Exception as exc:  # not a STAC API (HTML page, missing conformance, ...)
         raise GeoScoutToolError(
             "service_unreachable",
@@ -249,12 +272,7 @@ def _open_client(url: str, ctx: ToolContext) -> Any:
 
 def _public_url(url: str) -> str:
     """The URL without credentials or query string, for messages and provenance."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return access.public_url(url)
 
 
 def _reach_hint(ctx: ToolContext) -> str:
@@ -324,10 +342,8 @@ class _Candidate:
         self.scene = scene_ref(item)
         self.footprint = _item_shape(item)
         self.when = _parse_dt(self.scene.datetime)
-        area = self.props.get("geoscout:imaged_area_km2")
-        self.area_km2 = (
-            float(area) if isinstance(area, int | float) else geodesic_area_km2(self.footprint)
-        )
+        # Computed here from the footprint, never read from the item.
+        self.area_km2 = geodesic_area_km2(self.footprint)
         self.aoi_overlap_km2 = (
             geodesic_area_km2(self.footprint.intersection(aoi_shape))
             if aoi_shape is not None
@@ -587,6 +603,7 @@ def _evidence(
     total: int,
     url: str,
     params: dict[str, Any],
+    own: bool = True,
 ) -> EvidenceDraft:
     s = cand.scene
     values: dict[str, Quantity] = {
@@ -602,16 +619,23 @@ def _evidence(
         )
     geom = cand.footprint.simplify(0.0001, preserve_topology=True)
     geometry = to_rfc7946(geom)
+    # Licence and attribution GeoScout asserts come from its own registry (the descriptor
+    # the local index was built from); what a catalog states is shown as the catalog's word.
+    registry = own and cand.props.get("geoscout:license_source") == "registry"
+    licence = _clean(s.license, 240) if s.license else "unknown"
+    if s.license and not registry:
+        licence = f"the catalog says: {licence}"
     facts = {
-        "collection": s.collection or "unknown",
+        "collection": _label(s.collection) or "unknown",
         "datetime": s.datetime
         or ("unknown" if cand.date_label == "date unknown" else cand.date_label),
-        "platform": s.platform or "unknown",
-        "license": _clean(s.license, 240) if s.license else "unknown",
+        "platform": _label(s.platform) or "unknown",
+        "license": licence,
         "rank": f"{rank} of {total}",
     }
+    own_attribution = cand.props.get("geoscout:attribution") if own else None
     for key, value in (("title", s.title), ("product_level", s.product_level),
-                       ("attribution", cand.props.get("geoscout:attribution"))):  # fmt: skip
+                       ("attribution", own_attribution)):  # fmt: skip
         if value:
             facts[key] = _clean(str(value), 240)  # remote text is data: one bounded line
     caveats = []
@@ -636,7 +660,8 @@ def _evidence(
         "self_href": s.self_href,
         "via_href": _link(cand.item, "via"),
         "asset_hrefs": {k: a.href for k, a in s.assets.items()},
-        "source_file": cand.props.get("geoscout:source_file"),
+        "source_file": cand.props.get("geoscout:source_file") if own else None,
+        "licence_source": "registry" if registry else "catalog",
         "search": params,
     }
     layer = {
@@ -845,6 +870,14 @@ def _clean(text: str, limit: int) -> str:
     """Titles from a remote API are data: one short printable line, nothing more."""
     flat = " ".join("".join(ch if ch.isprintable() else " " for ch in str(text)).split())
     return flat[:limit]
+
+
+def _label(text: str | None, limit: int = 40) -> str:
+    """A catalog identifier (platform, collection) as writers may show it: letters, digits,
+    dots and hyphens, lower case, bounded; free text never passes through whole."""
+    if not text:
+        return ""
+    return re.sub(r"[^a-z0-9.\-]+", "-", str(text).lower()).strip("-")[:limit]
 
 
 SPEC = ToolSpec(

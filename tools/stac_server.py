@@ -34,6 +34,16 @@ log = logging.getLogger(__name__)
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _ADDRESS_IN_USE = "address already in use"
+# URLs of the local APIs this process started over GeoScout's own index: only their
+# ``geoscout:`` item fields were computed by GeoScout (see tools/stac_search.py).
+_OWN_URLS: set[str] = set()
+_OWN_LOCK = threading.Lock()
+
+
+def is_own_stac_url(url: str) -> bool:
+    """True when ``url`` is a local STAC API this process started over its own index."""
+    with _OWN_LOCK:
+        return url.rstrip("/") in _OWN_URLS
 
 
 def find_rustac() -> Path | None:
@@ -107,6 +117,8 @@ class LocalStacServer:
                 if error is None:
                     self.port = port
                     self.startup_seconds = time.perf_counter() - began
+                    with _OWN_LOCK:
+                        _OWN_URLS.add(self.url)
                     atexit.register(self.stop)
                     log.info(
                         "local STAC API on http://%s:%d (%.2f s)",
@@ -177,6 +189,9 @@ class LocalStacServer:
             atexit.unregister(self.stop)
 
     def _terminate(self) -> None:
+        if self.process is not None and self.port is not None:
+            with _OWN_LOCK:
+                _OWN_URLS.discard(f"http://{self.host}:{self.port}")
         stop_process(self.process, timeout_s=5)
         self._reap()
 
