@@ -442,7 +442,7 @@ def parse_rules(
                 PlaceMention(
                     text=cand.text, name=cand.name, label=cand.label,
                     kind=cast(Any, cand.kind), geonameid=cand.geonameid,
-                    corrected=cand.corrected, score=min(1.0, cand.score / 10.0),
+                    corrected=cand.corrected, score=min(1.0, max(0.0, cand.score / 10.0)),
                 )
             )  # fmt: skip
             place_tokens |= set(range(cand.start, cand.end))

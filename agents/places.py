@@ -197,10 +197,17 @@ class PlaceFinder:
                 self.gaz.title(city), "city", score, city.population, city.geonameid,
                 qualifier=qtext if fitting else None,
             )  # fmt: skip
-            unknown = None if fitting else self._unknown_before(tokens, i)
-            if unknown is not None and "," in self.text[tokens[i - 1].end : tokens[i].start]:
+            unknown = None if (fitting or regions) else self._unknown_before(tokens, i)
+            if (
+                unknown is not None
+                and score >= _MIN_SCORE
+                and "," in self.text[tokens[i - 1].end : tokens[i].start]
+            ):
                 # "around Xqzzyville, Atlantis": the unknown name is the place, what follows
                 # the comma its qualifier; never the town of Atlantis in its stead.
+                typo = self._typo_before(tokens, unknown[0], i)
+                if typo is not None:
+                    return typo
                 k, words = unknown
                 best = Candidate(
                     k, end, " ".join(t.raw for t in tokens[k:end]), f"{words}, {text}",
@@ -220,16 +227,10 @@ class PlaceFinder:
                 if unknown is not None:
                     # A misspelt town before its region ("oaklnd california"): the fuzzy
                     # match with the region as qualifier, when one fits.
-                    typo = None
-                    for start in range(i - 1, unknown[0] - 1, -1):  # nearest word first
-                        typo = self._fuzzy_one(tokens, start, i)
-                        if typo is not None and typo.qualifier:
-                            break
-                    if typo is not None and typo.qualifier:
+                    typo = self._typo_before(tokens, unknown[0], i)
+                    if typo is not None:
                         best = typo
                         continue
-                    # "near Pettibone, North Dakota" with Pettibone not in the gazetteer: the
-                    # place asked about is Pettibone, never the whole state in its stead.
                     k, words = unknown
                     best = Candidate(
                         k, j, " ".join(t.raw for t in tokens[k:j]), f"{words}, {text}",
@@ -237,6 +238,15 @@ class PlaceFinder:
                     )  # fmt: skip
                     best.notes.append(f"“{words}” is not in the offline gazetteer")
         return best if best is not None and best.score >= _MIN_SCORE else None
+
+    def _typo_before(self, tokens: list[Token], k: int, i: int) -> Candidate | None:
+        """A misspelt town in tokens[k:i], right before its region ("oaklnd, california"):
+        the fuzzy match that the region qualifies, nearest word first."""
+        for start in range(i - 1, k - 1, -1):
+            typo = self._fuzzy_one(tokens, start, i)
+            if typo is not None and typo.qualifier:
+                return typo
+        return None
 
     def _unknown_before(self, tokens: list[Token], i: int) -> tuple[int, str] | None:
         """Words right before a region that no lexicon or gazetteer knows, after a

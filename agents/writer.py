@@ -120,8 +120,24 @@ def _mask_sentence(
             frac_key = f"{key[: -len('_area_km2')]}_fraction_pct"
             frac = f" ({q(ev, frac_key)})" if frac_key in ev.values else ""
             of = f" of the {analysed} analysed" if analysed else ""
-            return f"About {qa(ev, key, intent, pm=True)}{of}{where} is {label}{frac} [{ev.id}]{on}{how}."
+            part = _partial_cover(scene_ev)
+            return (
+                f"About {qa(ev, key, intent, pm=True)}{of}{where} is {label}{frac} [{ev.id}]"
+                f"{part}{on}{how}."
+            )
     return _generic(ev)
+
+
+def _partial_cover(scene_ev: Evidence | None) -> str:
+    """Said in the headline when the imagery covers only part of the place asked about: a
+    figure for a sliver must not read as one for the whole place."""
+    cov = scene_ev.values.get("aoi_covered_pct") if scene_ev is not None else None
+    if scene_ev is None or cov is None or cov.value >= 90:
+        return ""
+    return (
+        f"; the imagery covers only {q(scene_ev, 'aoi_covered_pct')} of the area asked about "
+        f"[{scene_ev.id}], so this is not a figure for the whole place"
+    )
 
 
 def _features_sentence(ev: Evidence, intent: Intent | None = None) -> str:
