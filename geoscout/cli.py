@@ -33,11 +33,18 @@ out = Console()
 log = logging.getLogger("geoscout")
 
 
+# Where the log really goes (None: nowhere on disk); error messages name this file.
+_LOG_PATH: Path | None = None
+
+
 def _setup_logging(verbose: bool, log_file: Path) -> None:
+    global _LOG_PATH
     handlers: list[logging.Handler] = []
+    _LOG_PATH = None
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
+        _LOG_PATH = log_file.resolve()
     except OSError:
         pass
     stream = logging.StreamHandler(sys.stderr)
@@ -162,30 +169,62 @@ def ask(
         )
         raise typer.Exit(EXIT_BAD_INPUT)
     conv = new_conversation_id() if conversation in (None, "new") else conversation
+    # History is optional, the answer is not: a broken state database is moved aside or kept
+    # in memory (with a warning), and every later write that fails is said, not fatal.
+    logging.raiseExceptions = False  # a full disk must not print logging tracebacks
     store = ConversationStore(Path(settings.state_db))
-    turns = store.turns(conv)
+    if store.warning:
+        err.print(f"[yellow]Warning:[/yellow] {store.warning}", markup=True, highlight=False)
+    try:
+        turns = store.turns(conv)
+        turn = store.next_turn(conv)
+    except Exception as exc:  # unreadable history: answer without it
+        log.warning("conversation %s not readable: %s", conv, exc)
+        turns, turn = [], 1
     previous = turns[-1][1] if turns else None
-    turn = store.next_turn(conv)
+    from agents.uploads import access_policy
+
+    policy = access_policy(settings, upload_dirs)
     with Assistant(settings) as assistant:
         bundle = _ask_with_progress(
             assistant, q, box, raster_arg, upload_dirs, previous, turn_thread_id(conv, turn)
         )
+        # The answer first: nothing written after it can cost it.
+        if as_json:
+            sys.stdout.write(bundle.model_dump_json(indent=2) + "\n")
+            sys.stdout.flush()
+        else:
+            _print_bundle(bundle, {})
         try:
             store.add(conv, turn, bundle)
         except Exception as exc:  # the answer matters more than its history
             log.warning("conversation %s not saved: %s", conv, exc)
+            err.print(f"[yellow]The conversation could not be saved:[/yellow] {exc}")
         finally:
             store.close()
-        written: dict[str, Path] = {}
+        failed_out: str | None = None
         if out_dir is not None:
             from agents.report import write_bundle
 
-            written = write_bundle(bundle, out_dir)
-    if as_json:
-        sys.stdout.write(bundle.model_dump_json(indent=2) + "\n")
-    else:
-        _print_bundle(bundle, written)
+            written: dict[str, Path] = {}
+            try:
+                written = write_bundle(bundle, out_dir, policy=policy)
+            except Exception as exc:  # --out names a file, /proc, a full disk, ...
+                log.warning("bundle not written to %s: %s", out_dir, exc, exc_info=True)
+                failed_out = f"{type(exc).__name__}: {exc}"
+                written = dict(getattr(exc, "written", {}))  # the files that did fit
+            for name, path in written.items():  # stdout holds only the JSON with --json
+                (err if as_json else out).print(f"[dim]wrote {name}: {path}[/dim]")
+    if not as_json:
         err.print(f'[dim]Conversation {conv}: follow up with  geoscout ask -c {conv} "..."[/dim]')
+    if failed_out is not None:
+        err.print(
+            f"[red]The answer is above, but the files could not be written to {out_dir}:"
+            f"[/red] {failed_out}",
+            markup=True,
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_ERROR)
     if bundle.refused:
         raise typer.Exit(EXIT_REFUSED)
     if bundle.clarification is not None:
@@ -400,9 +439,14 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # the last funnel: no traceback for users
         logging.getLogger("geoscout").exception("unexpected error")
+        where = (
+            f"Details are in {_LOG_PATH}; please report it."
+            if _LOG_PATH is not None
+            else "No log file could be written; run again with -v to see details."
+        )
         err.print(
-            f"[red]GeoScout hit an unexpected error:[/red] {type(exc).__name__}. "
-            "Details are in .geoscout/geoscout.log; please report it."
+            f"[red]GeoScout hit an unexpected error:[/red] {type(exc).__name__}. {where}",
+            highlight=False,
         )
         sys.exit(EXIT_ERROR)
 

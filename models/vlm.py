@@ -69,6 +69,8 @@ class GroundingAnswer:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     answer_format: str = "unknown"
+    # What the server says its model is: data, sanitised; ``model`` is the configured name.
+    reported_model: str | None = None
     dropped: int = 0  # boxes dropped as empty, outside the image or repeated
     truncated: bool = False  # more than MAX_DETECTIONS boxes; the rest were dropped
     finish_reason: str | None = None
@@ -275,9 +277,12 @@ class VLMClient:
         *,
         api_key: str = "not-needed",
         timeout_s: float = 120.0,
-        max_retries: int = 1,
+        max_retries: int = 0,
         max_tokens: int = 2048,
     ) -> None:
+        """``timeout_s`` bounds one call (the whole exchange, connection to last byte);
+        ``max_retries`` is the openai client's own retry count, 0 by default: callers retry
+        through their one retry policy (tools/access.py), within their deadline."""
         from openai import OpenAI
 
         self.base_url = base_url
@@ -327,9 +332,11 @@ class VLMClient:
             ) from exc
         dets, fmt, dropped, truncated = parse_detections(text, width, height, query)
         usage = getattr(resp, "usage", None)
+        reported = getattr(resp, "model", None)
         answer = GroundingAnswer(
             detections=dets,
-            model=str(getattr(resp, "model", None) or self.model),
+            model=self.model,
+            reported_model=sanitize_label(reported, "") or None,
             endpoint_host=self.endpoint_host,
             seconds=seconds,
             prompt_tokens=getattr(usage, "prompt_tokens", None),

@@ -435,12 +435,22 @@ class AccessPolicy:
 
     def raster_target(self, href: str) -> tuple[str, dict[str, Any], str | None]:
         """(path for GDAL, GDAL config, driver) of a raster href allowed by the policy."""
-        if href.startswith(("s3://", "gs://", "az://")) or href.lower().startswith("/vsicurl/"):
+        if href.startswith("s3://"):
+            # Public buckets of online catalogs (Earth Search): AWS's own endpoints, unsigned.
+            if self.profile != "online":
+                raise self._deny(
+                    "unavailable",
+                    f"{_shown(href)!r} is online and this assistant runs offline",
+                    "use local data (offline STAC), or the online profile",
+                )
+            env = {**self.gdal_env(), "AWS_NO_SIGN_REQUEST": "YES"}
+            return f"/vsis3/{href[5:]}", env, _driver_for_name(href)
+        if href.startswith(("gs://", "az://")) or href.lower().startswith("/vsicurl/"):
             url = _vsi_to_url(href)
             if url is None:
                 raise self._deny(
                     "invalid_args",
-                    f"{_shown(href)!r} is a cloud bucket path; only http(s) URLs are read",
+                    f"{_shown(href)!r} is a cloud bucket path; only http(s) and s3 are read",
                 )
             href = url
         if _URL_SCHEME.match(href) and not href.lower().startswith("file://"):
