@@ -57,7 +57,9 @@ def _release(assistant: Assistant) -> None:
 @st.cache_resource(show_spinner="Starting GeoScout…", max_entries=2, on_release=_release)
 def get_assistant(key: str, _settings: Settings) -> Assistant:
     """One assistant (graph, checkpointer, local servers) per distinct settings."""
-    return Assistant(_settings)
+    assistant = Assistant(_settings)
+    assistant.warm_up()  # the model reads its fixed prompt while the user types
+    return assistant
 
 
 @st.cache_resource(max_entries=2)

@@ -189,6 +189,8 @@ def _allowed_numbers(evs: list[Evidence]) -> list[tuple[float, str | None]]:
             if qv.uncertainty is not None:
                 vals.append((qv.uncertainty, unit))
         for fact in ev.facts.values():
+            # "2021-10-24T10:27:12Z" holds the day 24 too: split ISO timestamps at their T.
+            fact = re.sub(r"(?<=\d)T(?=\d)", " ", fact)
             vals.extend((v, f"={u or ''}") for _, v, u in _numbers_with_units(fact))
     return vals
 

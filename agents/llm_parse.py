@@ -102,6 +102,11 @@ class ParseAttempt(BaseModel):
     error: str | None = None
 
 
+def warm(chat: ChatModel) -> None:
+    """Have the server read (and cache) the parser's fixed prompt prefix: one token out."""
+    chat.chat(parser_messages("What can you do?"), max_tokens=1)
+
+
 def llm_read(chat: ChatModel, question: str) -> ParseAttempt:
     """One schema-constrained call; no repair round (code fixes what it can in verify())."""
     try:

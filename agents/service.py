@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import logging
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,6 +61,25 @@ class Assistant:
         if warning:
             log.warning("thread store: %s", warning)
         return ResilientSaver(self._conn)
+
+    def warm_up(self) -> None:
+        """In the background, start the language model (when the settings use it) and have it
+        read the question parser's fixed prompt once, so that the first question only costs
+        its own tokens. The app calls this when a session starts; errors are only logged (the
+        question itself will report them)."""
+        if self.settings.parser == "rules" or self._llm is not None:
+            return
+
+        def run() -> None:
+            from agents.llm import LLMCallError, LLMUnavailable
+            from agents.llm_parse import warm
+
+            try:
+                warm(self.services.chat_model("parser"))
+            except (LLMUnavailable, LLMCallError) as exc:
+                log.info("language model warm-up skipped: %s", exc)
+
+        threading.Thread(target=run, name="geoscout-llm-warm-up", daemon=True).start()
 
     def close(self) -> None:
         self.services.close()

@@ -214,3 +214,12 @@ def test_guard_keeps_et_al_inside_its_sentence_and_quotes_facts_exactly() -> Non
     quoted = Answer(text="The point is at 10.4°N [E1].", caveats=["c"])
     _, results = guard_output(quoted, ledger, "q")
     assert {r.name: r for r in results}["output.numbers_cited"].passed
+
+
+def test_dates_quoted_from_iso_timestamps_pass_the_guard() -> None:
+    scene = Evidence(
+        id="E2", kind="scene", title="scene", facts={"datetime": "2021-10-24T10:27:12Z"}
+    )
+    answer = Answer(text="A scene acquired 2021-10-24 [E2].", caveats=["c"])
+    _, results = guard_output(answer, [scene], "which images of Hamburg?")
+    assert next(r for r in results if r.name == "output.numbers_cited").passed
