@@ -73,11 +73,12 @@ class TrialResult(BaseModel):
 
 
 def planner_overrides(planner: PlannerChoice | None) -> dict[str, Any]:
-    """`--planner rules` is the rule planner with the template writer; `llm` both LLM."""
+    """`--planner rules`: no model anywhere (rules parser, recipes or rule planner, template
+    writer); `llm`: the model reads, plans and writes."""
     if planner == "rules":
-        return {"planner": "rules", "writer": "template"}
+        return {"planner": "rules", "writer": "template", "parser": "rules"}
     if planner == "llm":
-        return {"planner": "llm", "writer": "llm"}
+        return {"planner": "llm", "writer": "llm", "parser": "llm"}
     return {}
 
 
