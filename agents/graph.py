@@ -269,6 +269,26 @@ def _run_step(task: StepTask, runtime: Runtime[GraphContext]) -> dict[str, Any]:
     }
 
 
+# When each step's first attempt started: the step timeout bounds the step, retries included.
+# Keyed by the identity of the step's argument dict, which _run_step passes unchanged to each
+# attempt; the dict itself is held, so its id cannot be reused while the entry lives.
+_STEP_STARTS: dict[int, tuple[float, float, dict[str, Any]]] = {}
+_STEP_STARTS_LOCK = threading.Lock()
+
+
+def _step_time_left(args: dict[str, Any], timeout: float) -> float:
+    now = time.monotonic()
+    with _STEP_STARTS_LOCK:
+        for key, (start, span, _) in list(_STEP_STARTS.items()):
+            if now - start > span + 60.0:
+                del _STEP_STARTS[key]
+        entry = _STEP_STARTS.get(id(args))
+        if entry is None or entry[2] is not args:
+            _STEP_STARTS[id(args)] = (now, timeout, args)
+            return timeout
+        return entry[0] + timeout - now
+
+
 def _call_with_timeout(
     fn: Any, args: dict[str, Any], ctx: GraphContext, timeout: float
 ) -> ToolResult:
@@ -277,10 +297,19 @@ def _call_with_timeout(
     The tool's context carries ``deadline`` (monotonic) and ``cancel``: every read and
     network call of the access policy (tools/access.py) takes at most what is left, and
     stops at its next check once cancelled. Python cannot kill a thread, so on timeout the
-    event is set and the thread ends at that check, within about one network timeout. A
-    whole-question deadline (``question_deadline`` in the tool context) shortens the step.
+    event is set and the thread ends at that check, within about one network timeout.
+    ``timeout`` bounds the whole step: a retry gets what its earlier attempts left. A
+    whole-question deadline (``question_deadline`` in the tool context) shortens it too.
     """
     extra = dict(ctx.tool_ctx.extra or {})
+    left = _step_time_left(args, timeout)
+    if left <= 0.05:
+        return ToolResult.fail(
+            "timeout",
+            f"the step used its {timeout:g} s before this attempt could run",
+            "try again with a smaller area, or raise GEOSCOUT_STEP_TIMEOUT_S",
+        )
+    timeout = left
     question_deadline = extra.get("question_deadline")
     if isinstance(question_deadline, int | float):
         left = question_deadline - time.monotonic()
@@ -302,7 +331,7 @@ def _call_with_timeout(
     except cf.TimeoutError:
         cancel.set()
         return ToolResult.fail(
-            "timeout", f"the step took longer than {timeout:g} s and was stopped"
+            "timeout", f"the step took longer than {timeout:.3g} s and was stopped"
         )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -49,6 +49,7 @@ class Tagged:
     language: str
     matches: list[Match]
     used: set[int] = field(default_factory=set)  # token indices consumed by a place/date/number
+    ranges: list[tuple[int, int]] = field(default_factory=list)  # dates joined as a range
 
     def concepts(self, prefix: str) -> list[Match]:
         return [m for m in self.matches if m.concept.startswith(prefix)]
@@ -85,6 +86,10 @@ def tag(text: str) -> Tagged:
     langs: tuple[str, ...] = (lang,) if lang == "en" else (lang, "en")
     lex = lexicon()
     stop = lex.stopwords.get(lang, frozenset())
+    if lang != "en":
+        stop = stop | {
+            t for w in lex.words("false_friends").get(lang, []) for t in norm_phrase(str(w))
+        }
     # English technical words count in every language, but not an English entry that is a
     # plain word of the question's own language (German "dem" is not a DEM).
     matches = [
@@ -124,7 +129,10 @@ def _phrases(path: str) -> list[tuple[str, ...]]:
 
 
 def parse_dates(tg: Tagged, today: dt.date) -> tuple[list[DateSpec], bool, list[int]]:
-    """Dates as written, in order; whether "every year" was asked; future years."""
+    """Dates as written, in order; whether "every year" was asked; future years.
+
+    ``tg.ranges`` gets the index pairs of dates joined as a range ("between 2019 and 2022",
+    "2019-2022"): two dates for a change, one period for anything else."""
     toks = tg.tokens
     lex = lexicon()
     month_of = {m.start: int(m.concept.split(".")[1]) for m in tg.concepts("months.")}
@@ -156,6 +164,8 @@ def parse_dates(tg: Tagged, today: dt.date) -> tuple[list[DateSpec], bool, list[
         n_since = _phrase_at(toks, lead, since)
         n_before = _phrase_at(toks, lead, before)
         prev_is_year = bool(specs) and _is_range_link(toks, lead, between)
+        if prev_is_year:
+            tg.ranges.append((len(specs) - 1, len(specs)))
         if n_since and not prev_is_year and len(years) == 1:
             # "since 2009": from then until today, as written (a change recipe compares the
             # first year with the latest imagery).
@@ -233,14 +243,16 @@ def _filters(tg: Tagged, targets: list[str]) -> tuple[Filters, float | None, lis
     radius: float | None = None
     used: list[int] = []
     cloud_idx = {m.start for m in tg.concepts("targets.cloud")}
-    cloud_prefix = _phrases("cloud_limit_prefix")
     percent = _percent_positions(tg)
     for i in percent:
         num = _number_before(toks, i, 1)
         if num is None:
             continue
         near_cloud = any(abs(c - i) <= 4 for c in cloud_idx)
-        if near_cloud and (_phrase_at(toks, num[1], cloud_prefix) or any(c > i for c in cloud_idx)):
+        more = _phrase_at(toks, num[1], _phrases("size_larger"))
+        # A percentage next to a cloud word is a limit ("nubosidad menor al 20 %", "cloud <
+        # 10%", "under 10 percent cloud"), unless asked as "more than".
+        if near_cloud and not more:
             f.max_cloud_pct = max(0.0, min(100.0, num[0]))
             used += [num[1], i]
     free = {t for w in lexicon().words("cloud_free") for t in norm_phrase(str(w))}
@@ -383,15 +395,19 @@ def _task(
     distinct = {(d.start, d.end) for d in dates}
     if seg and (has("tasks.change") or len(distinct) >= 2) and (dates or has("tasks.change")):
         return "change"
+    if measurable and has("tasks.change") and (dates or has("date_before") or has("date_since")):
+        return "change"  # "what changed in the buildings before and after the tornado"
     if objects:
         return "locate" if has("tasks.locate") and not has("tasks.count") else "count"
+    if not measurable and not objects and has("data_words") and "imagery" not in targets:
+        return "capabilities"  # "what kind of data do you have available?"
     if not measurable and ("imagery" in targets or has("tasks.list_imagery")):
         return "describe" if this_image else "list_imagery"
     if has("tasks.compare") and len(measurable) >= 1:
         return "compare"
     share = bool(has("share_words")) or any(t.norm == "%" for t in tg.tokens)
-    if "buildings" in measurable[:1] and has("tasks.count"):
-        return "count"
+    if measurable[:1] in (["buildings"], ["roads"]) and has("tasks.count"):
+        return "count"  # map features: "how many buildings", "how many road segments"
     if measurable and has("tasks.locate") and not has("tasks.measure") and not has("tasks.count"):
         return "locate"
     if measurable[:1] == ["buildings"]:
@@ -400,6 +416,8 @@ def _task(
         return "measure"
     if has("tasks.describe"):
         return "describe"
+    if has("data_words"):
+        return "capabilities"  # "what kind of data do you have (offline)?"
     return "unknown"
 
 
@@ -452,6 +470,8 @@ def parse_rules(
                 m.concept == "compass" and m.start == cand.start - 1 for m in tg.matches
             ):
                 notes.append(f"Using all of {cand.label} for “{part.raw} {cand.text}”")
+    if len(places) >= 2:
+        places[0] = _near_the_other(gaz, places[0], places[1], notes)
     if not places and coords is None:
         unknown = _unknown_place(tg, skip)
         if unknown is not None:
@@ -481,6 +501,20 @@ def parse_rules(
     this_area = bool(tg.concepts("this_area")) or (has_area and not places and coords is None)
     this_image = bool(tg.concepts("this_image")) or (has_image and not places and coords is None)
     task = _task(tg, targets, objects, topic, dates, this_image, topic_separate)
+    unexplained = _unexplained(tg, place_tokens | skip)
+    if task == "unknown" and (places or coords is not None) and unexplained and not topic:
+        # "the best taquería in Aguascalientes", "when was Joplin founded": a question about
+        # a place that no tool measures. Said plainly, with what can be measured there.
+        task = "out_of_scope"
+        topic = " ".join(unexplained[:4])
+    if task != "change" and tg.ranges:
+        # "images between 2019 and 2022": one period, not two dates to compare.
+        for a, b in reversed(tg.ranges):
+            if b < len(dates):
+                dates[a] = DateSpec(
+                    text=f"{dates[a].text}-{dates[b].text}", start=dates[a].start, end=dates[b].end
+                )
+                del dates[b]
     scale: Any = "auto"
     if tg.concepts("scale.central"):
         scale = "central"
@@ -520,13 +554,39 @@ def parse_rules(
         safety_reason=safety.reason,
         mentions_person=safety.mentions_person,
         mentions_target=safety.mentions_target,
-        unexplained=_unexplained(tg, place_tokens | skip),
+        unexplained=unexplained,
         source="rules",
         notes=notes,
     )
     if previous is not None:
         intent = apply_previous(intent, previous, tg)
     return intent, future
+
+
+def _near_the_other(
+    gaz: Gazetteer, first: PlaceMention, other: PlaceMention, notes: list[str]
+) -> PlaceMention:
+    """ "Milton, near Pensacola": of the towns with the first name, the one nearest the second
+    place (a second place named in a question is most often where the first one is)."""
+    if first.kind != "city" or "," in first.name:
+        return first
+    towns = gaz.lookup(first.name)
+    anchors = gaz.lookup(other.name.split(",")[0])
+    anchor = next((c for c in anchors if c.geonameid == other.geonameid), None)
+    if len(towns) < 2 or anchor is None:
+        return first
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    best = min(towns, key=lambda c: geod.inv(c.lon, c.lat, anchor.lon, anchor.lat)[2])
+    if best.geonameid == first.geonameid:
+        return first
+    region = gaz.admin_name(best) or gaz.country_name(best.country_code) or best.country_code
+    label = gaz.title(best)
+    notes.append(f"Read “{first.text}” as {label}, the one near {other.label or other.name}")
+    return first.model_copy(
+        update={"name": f"{best.name}, {region}", "label": label, "geonameid": best.geonameid}
+    )
 
 
 def _unknown_place(tg: Tagged, skip: set[int]) -> tuple[str, set[int]] | None:
@@ -539,7 +599,7 @@ def _unknown_place(tg: Tagged, skip: set[int]) -> tuple[str, set[int]] | None:
     for i, t in enumerate(toks):
         if i in skip or t.is_number or t.norm in vocab or len(t.norm) < 3:
             continue
-        if not _preceded_by_preposition(toks, i):
+        if not _preceded_by_preposition(toks, i, tg.language):
             continue
         j = i
         while j < len(toks) and j - i < 4 and not toks[j].is_number and toks[j].norm not in vocab:

@@ -50,13 +50,23 @@ class Candidate:
     notes: list[str] = field(default_factory=list)
 
 
-def _prepositions() -> frozenset[tuple[str, ...]]:
-    return frozenset(norm_phrase(str(w)) for w in lexicon().words("place_prepositions"))
+def _by_language(path: str, language: str) -> list[str]:
+    """A per-language word list of the lexicon for ``language`` plus English."""
+    words = lexicon().words(path)
+    langs = {language, "en"}
+    return [str(w) for lang, ws in words.items() if lang in langs for w in ws]
+
+
+@lru_cache(maxsize=8)
+def _preposition_set(language: str = "en") -> frozenset[tuple[str, ...]]:
+    # Per language: German "im" or French "du" in an English sentence ("im putting", "du")
+    # must not make the next word a place.
+    return frozenset(norm_phrase(w) for w in _by_language("place_prepositions", language))
 
 
 @lru_cache(maxsize=1)
-def _preposition_set() -> frozenset[tuple[str, ...]]:
-    return _prepositions()
+def _compass() -> frozenset[str]:
+    return frozenset(t for w in lexicon().words("compass") for t in norm_phrase(str(w)))
 
 
 @lru_cache(maxsize=1)
@@ -64,24 +74,24 @@ def _qualifier_links() -> frozenset[tuple[str, ...]]:
     return frozenset(norm_phrase(str(w)) for w in lexicon().words("qualifier_links"))
 
 
-@lru_cache(maxsize=1)
-def _descriptors() -> frozenset[str]:
-    return frozenset(t for w in lexicon().words("place_descriptors") for t in norm_phrase(str(w)))
+@lru_cache(maxsize=8)
+def _descriptors(language: str = "en") -> frozenset[str]:
+    return frozenset(t for w in _by_language("place_descriptors", language) for t in norm_phrase(w))
 
 
-def _preceded_by_preposition(tokens: list[Token], start: int) -> bool:
+def _preceded_by_preposition(tokens: list[Token], start: int, language: str = "en") -> bool:
     """A place preposition right before ``start``, descriptors aside ("in the port of
     Rotterdam", "vom Hafen Rotterdam")."""
     k = start
-    while k > 0 and start - k < 4 and tokens[k - 1].norm in _descriptors():
-        if _prep_ending_at(tokens, k):
+    while k > 0 and start - k < 4 and tokens[k - 1].norm in _descriptors(language):
+        if _prep_ending_at(tokens, k, language):
             return True
         k -= 1
-    return _prep_ending_at(tokens, k)
+    return _prep_ending_at(tokens, k, language)
 
 
-def _prep_ending_at(tokens: list[Token], end: int) -> bool:
-    for phrase in _preposition_set():
+def _prep_ending_at(tokens: list[Token], end: int, language: str = "en") -> bool:
+    for phrase in _preposition_set(language):
         n = len(phrase)
         if end - n >= 0 and tuple(t.norm for t in tokens[end - n : end]) == phrase:
             return True
@@ -133,12 +143,14 @@ class PlaceFinder:
         return all(t.capitalised for t in tokens[i:j]) and not (i == 0 and j - i == 1)
 
     def _support(self, tokens: list[Token], i: int, j: int, population: int) -> float:
-        if all(t.norm in self.lex.all_stopwords for t in tokens[i:j]) or (
-            j - i == 1 and len(tokens[i].norm) == 1
+        if (
+            all(t.norm in self.lex.all_stopwords for t in tokens[i:j])
+            or (j - i == 1 and len(tokens[i].norm) == 1)
+            or (j - i == 1 and tokens[i].norm in _compass())
         ):
             return -100.0  # "I", "Is", "La", "Die": function words, whatever their capitals
         s = 0.45 * math.log10(population + 10)
-        if _preceded_by_preposition(tokens, i):
+        if _preceded_by_preposition(tokens, i, self.language):
             s += 2.0
         if self._capitalised(tokens, i, j):
             s += 1.5
@@ -186,6 +198,8 @@ class PlaceFinder:
             pool = sorted(pool, key=lambda c: (not c.primary, -c.population))
             city = pool[0]
             score = self._support(tokens, i, j, city.population)
+            if not city.primary:
+                score -= 1.5  # "Day" is an alternate name of Dayton: weaker than a real name
             end = j
             name = text
             if fitting:
@@ -257,7 +271,7 @@ class PlaceFinder:
             if t.is_number or t.norm in self.lex.vocabulary or self.gaz.lookup(t.raw):
                 break
             k -= 1
-        if k == i or not _preceded_by_preposition(tokens, k):
+        if k == i or not _preceded_by_preposition(tokens, k, self.language):
             return None
         return k, " ".join(t.raw for t in tokens[k:i]).title()
 
@@ -275,15 +289,18 @@ class PlaceFinder:
                 or tok.is_number
                 or len(word) < 4
                 or not word.isalpha()
-                or word in self.lex.vocabulary
+                or (word in self.lex.vocabulary and word not in _compass())
             ):
                 continue
-            for n in (2, 1):  # "aguas calientes" -> Aguascalientes; "kampla" -> Kampala
+            sizes = (2,) if word in _compass() else (2, 1)
+            for n in sizes:  # "aguas calientes" -> Aguascalientes; "kampla" -> Kampala
                 j = i + n
                 if j > len(tokens) or any(
-                    tokens[k].norm in self.lex.vocabulary or k in skip for k in range(i, j)
+                    (tokens[k].norm in self.lex.vocabulary and tokens[k].norm not in _compass())
+                    or k in skip
+                    for k in range(i, j)
                 ):
-                    continue
+                    continue  # compass words may start a name: "north dakto"
                 if n == 2 and self.gaz.regions_for_qualifier(tokens[j - 1].raw):
                     continue  # "acomack virginia": a town and its region, not one name
                 cand = self._fuzzy_one(tokens, i, j)
@@ -300,12 +317,16 @@ class PlaceFinder:
         # unknown English word ("tornado", "port") would become some small town.
         quals, qend, qtext = self._qualifier(tokens, j)
         supported = bool(
-            _preceded_by_preposition(tokens, i) or quals or self._capitalised(tokens, i, j)
+            _preceded_by_preposition(tokens, i, self.language)
+            or quals
+            or self._capitalised(tokens, i, j)
         )
 
         query = " ".join(t.norm for t in tokens[i:j])
         joined = query.replace(" ", "")
-        names = _names_like(self.gaz, query[0], len(joined))
+        names = _names_like(self.gaz, query[0], len(joined)) + [
+            k for k in self.gaz.region_keys() if k[:1] == query[:1]
+        ]  # "north dakto": regions are misspelt too
         # A region after the word narrows the candidates to its towns, so a looser spelling
         # (a swapped pair: "molnio, florida") is still safe to accept.
         cutoff = _FUZZY_CUTOFF_QUALIFIED if quals else _FUZZY_CUTOFF

@@ -240,10 +240,12 @@ def compile_plan(
         else:
             dates = _dates_for(intent, b)
             if len(dates) < 2:
-                raise PlanningError(
-                    "change needs two dates",
-                    clarify="Between which dates? For example: 'between 2009 and 2020'.",
-                )
+                # "I follow how the vegetation evolves: how much is there?": measure what the
+                # imagery shows now and say what a change needs.
+                b.not_done("how it changed over time: name two dates (for example 2009 and 2020)")
+                src = _image(b, intent, aoi, raster, dates[0] if dates else None)
+                _segment(b, seg_targets[0], src, aoi)
+                return _plan(b, intent)
             for target in seg_targets[:2]:
                 for d in dates:
                     src = _image(b, intent, aoi, None, d)

@@ -42,7 +42,6 @@ def access_policy(settings: Any, upload_dirs: Iterable[str | Path] = ()) -> Acce
             settings.vlm_base_url,
         ],
         http_timeout_s=settings.http_timeout_s,
-        retries=settings.step_retries,
     )
 
 

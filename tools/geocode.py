@@ -139,7 +139,7 @@ _ANGLE = (
     rf"(?P<deg{{i}}>{_NUM})\s*[°º]?\s*"
     r"(?:(?P<min{i}>\d+(?:\.\d+)?)\s*['′]\s*)?"
     r"(?:(?P<sec{i}>\d+(?:\.\d+)?)\s*(?:\"|″|'')\s*)?"
-    r"(?P<hem{i}>[NSEWnsew])\b"
+    r"(?P<hem{i}>[NSEWOnsewo])\b"
 )
 _HEMI_PAIR = re.compile(_ANGLE.format(i=1) + r"\s*[,;/]?\s*" + _ANGLE.format(i=2))
 _LABELLED = re.compile(
@@ -166,7 +166,7 @@ def _angle(m: re.Match[str], i: int) -> tuple[float, str]:
         value += float(m[f"min{i}"]) / 60.0
     if m[f"sec{i}"]:
         value += float(m[f"sec{i}"]) / 3600.0
-    hem = m[f"hem{i}"].upper()
+    hem = m[f"hem{i}"].upper().replace("O", "W")  # oeste / ouest / Ost is E: not read
     if hem in "SW":
         value = -value
     return value, hem
@@ -365,6 +365,10 @@ class Gazetteer:
         key = _region_key(name)
         if reg not in self._region_names.setdefault(key, []):
             self._region_names[key].append(reg)
+
+    def region_keys(self) -> list[str]:
+        """Every normalised country, US state and continent name (all languages known)."""
+        return list(self._region_names)
 
     def regions_named(self, text: str) -> list[Region]:
         return list(self._region_names.get(_region_key(text), []))
@@ -623,6 +627,7 @@ def _build_gazetteer_file(path: Path) -> None:
         remove_stale(path.parent, ["tmp*.sqlite.tmp"], older_than_s=600)
         with temp_file(path.parent, suffix=".tmp", prefix=f".{path.name}.") as tmp:
             build = sqlite3.connect(tmp)
+            build.execute("PRAGMA temp_store = MEMORY")  # no SQLite temp files to leave behind
             try:
                 _build_index(build)
             finally:
@@ -646,6 +651,7 @@ def load_gazetteer(cache_dir: str | None) -> Gazetteer:
             except (OSError, sqlite3.Error) as exc:
                 log.warning("gazetteer cache at %s not usable (%s); indexing in memory", path, exc)
         conn = sqlite3.connect(":memory:", check_same_thread=False)
+        conn.execute("PRAGMA temp_store = MEMORY")  # a full disk must not fail the fallback
         _build_index(conn)
         return Gazetteer(conn, version, ":memory:")
 
