@@ -406,7 +406,8 @@ def _task(
     if has("tasks.compare") and len(measurable) >= 1:
         return "compare"
     share = bool(has("share_words")) or any(t.norm == "%" for t in tg.tokens)
-    if measurable[:1] in (["buildings"], ["roads"]) and has("tasks.count"):
+    units = has("length_units.") or has("area_units.")
+    if measurable[:1] in (["buildings"], ["roads"]) and has("tasks.count") and not units:
         return "count"  # map features: "how many buildings", "how many road segments"
     if measurable and has("tasks.locate") and not has("tasks.measure") and not has("tasks.count"):
         return "locate"
@@ -464,10 +465,13 @@ def parse_rules(
                 )
             )  # fmt: skip
             place_tokens |= set(range(cand.start, cand.end))
-            notes += [n[0].upper() + n[1:] for n in cand.notes]
+            if len(places) == 1:  # only the place the answer is about gets its notes said
+                notes += [n[0].upper() + n[1:] for n in cand.notes]
             part = tg.tokens[cand.start - 1] if cand.start > 0 else None
-            if part is not None and any(
-                m.concept == "compass" and m.start == cand.start - 1 for m in tg.matches
+            if (
+                len(places) == 1
+                and part is not None
+                and any(m.concept == "compass" and m.start == cand.start - 1 for m in tg.matches)
             ):
                 notes.append(f"Using all of {cand.label} for “{part.raw} {cand.text}”")
     if len(places) >= 2:
@@ -502,7 +506,13 @@ def parse_rules(
     this_image = bool(tg.concepts("this_image")) or (has_image and not places and coords is None)
     task = _task(tg, targets, objects, topic, dates, this_image, topic_separate)
     unexplained = _unexplained(tg, place_tokens | skip)
-    if task == "unknown" and (places or coords is not None) and unexplained and not topic:
+    if (
+        task == "unknown"
+        and (places or coords is not None)
+        and unexplained
+        and not topic
+        and not (previous is not None and _is_followup(tg))
+    ):
         # "the best taquería in Aguascalientes", "when was Joplin founded": a question about
         # a place that no tool measures. Said plainly, with what can be measured there.
         task = "out_of_scope"

@@ -324,9 +324,9 @@ class PlaceFinder:
 
         query = " ".join(t.norm for t in tokens[i:j])
         joined = query.replace(" ", "")
-        names = _names_like(self.gaz, query[0], len(joined)) + [
-            k for k in self.gaz.region_keys() if k[:1] == query[:1]
-        ]  # "north dakto": regions are misspelt too
+        regions_only = tokens[i].norm in _compass()  # "north dakto", never "West Oak Lane"
+        names = [] if regions_only else _names_like(self.gaz, query[0], len(joined))
+        names += [k for k in self.gaz.region_keys() if k[:1] == query[:1]]  # misspelt regions
         # A region after the word narrows the candidates to its towns, so a looser spelling
         # (a swapped pair: "molnio, florida") is still safe to accept.
         cutoff = _FUZZY_CUTOFF_QUALIFIED if quals else _FUZZY_CUTOFF
