@@ -30,14 +30,13 @@ from agents.intent import (
     Task,
 )
 from agents.lexicon import Match, Token, detect_language, fold, lexicon, norm_phrase, tokenize
+from agents.units import to_km, to_km2
 
 if TYPE_CHECKING:
     from tools.geocode import Gazetteer
 
 _SEGMENT_TARGETS: set[str] = {"water", "vegetation", "cloud", "cloud_shadow"}
 _YEAR = re.compile(r"^(19[5-9]\d|20\d\d)$")
-_AREA_TO_KM2 = {"km2": 1.0, "ha": 0.01, "acre": 0.0040468564224, "mi2": 2.589988110336, "m2": 1e-6}
-_LENGTH_TO_KM = {"km": 1.0, "mi": 1.609344, "m": 0.001}
 
 
 @dataclass
@@ -138,7 +137,6 @@ def parse_dates(tg: Tagged, today: dt.date) -> tuple[list[DateSpec], bool, list[
     month_of = {m.start: int(m.concept.split(".")[1]) for m in tg.concepts("months.")}
     season_of = {m.start: m.concept.split(".")[1] for m in tg.concepts("seasons.")}
     since, before = _phrases("date_since"), _phrases("date_before")
-    between = _phrases("date_between")
     every = any(m.concept == "every_year" for m in lex.scan(toks, ("*",)))
     specs: list[DateSpec] = []
     future: list[int] = []
@@ -163,7 +161,7 @@ def parse_dates(tg: Tagged, today: dt.date) -> tuple[list[DateSpec], bool, list[
         lead = i - 1 if (i - 1 in month_of or i - 1 in season_of) else i
         n_since = _phrase_at(toks, lead, since)
         n_before = _phrase_at(toks, lead, before)
-        prev_is_year = bool(specs) and _is_range_link(toks, lead, between)
+        prev_is_year = bool(specs) and _is_range_link(toks, lead)
         if prev_is_year:
             tg.ranges.append((len(specs) - 1, len(specs)))
         if n_since and not prev_is_year and len(years) == 1:
@@ -187,7 +185,7 @@ def parse_dates(tg: Tagged, today: dt.date) -> tuple[list[DateSpec], bool, list[
     return specs, every, sorted(set(future))
 
 
-def _is_range_link(tokens: list[Token], i: int, between: list[tuple[str, ...]]) -> bool:
+def _is_range_link(tokens: list[Token], i: int) -> bool:
     links = {"and", "to", "until", "through", "et", "a", "au", "y", "hasta", "al", "und", "bis"}
     return i - 1 >= 0 and tokens[i - 1].norm in links
 
@@ -268,7 +266,7 @@ def _filters(tg: Tagged, targets: list[str]) -> tuple[Filters, float | None, lis
         num = _number_before(toks, m.start, 1)
         if num is None:
             continue
-        km2 = num[0] * _AREA_TO_KM2[m.concept.split(".")[1]]
+        km2 = to_km2(num[0], m.concept.split(".")[1])
         if _phrase_at(toks, num[1], larger):
             f.min_area_km2 = km2
         elif _phrase_at(toks, num[1], smaller):
@@ -279,7 +277,7 @@ def _filters(tg: Tagged, targets: list[str]) -> tuple[Filters, float | None, lis
         if num is None:
             continue
         used.append(num[1])
-        km = num[0] * _LENGTH_TO_KM[m.concept.split(".")[1]]
+        km = to_km(num[0], m.concept.split(".")[1])
         if km > 0:
             radius = km
     for m in tg.concepts("largest_words"):

@@ -17,6 +17,16 @@ UNIT_LABEL = {"ha": "ha", "acre": "acres", "mi2": "square miles", "m2": "m²", "
               "m": "m", "km2": "km²", "km": "km"}  # fmt: skip
 
 
+def to_km2(value: float, unit: str) -> float:
+    """``value`` in ``unit`` (km2, ha, acre, mi2, m2) as km²."""
+    return value if unit == "km2" else value / AREA_PER_KM2[unit]
+
+
+def to_km(value: float, unit: str) -> float:
+    """``value`` in ``unit`` (km, mi, m) as km."""
+    return value if unit == "km" else value / LENGTH_PER_KM[unit]
+
+
 def _sig(x: float, digits: int = 3) -> float:
     from math import floor, log10
 
