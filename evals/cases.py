@@ -206,22 +206,30 @@ def case_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
 
 
-def load_cases(paths: Path | Sequence[Path], fixtures: Iterable[str] | None = None) -> list[Case]:
-    """All cases under the paths, checked as a set: unique ids, known same_as and fixtures."""
+def load_set(paths: Path | Sequence[Path], model: type[M]) -> tuple[list[M], list[str]]:
+    """Every case under the paths as ``model``, and the problems found (bad files, ids used
+    twice); the caller adds its own checks and raises CaseError with all of them."""
     files = [f for p in ([paths] if isinstance(paths, Path) else paths) for f in case_files(p)]
     if not files:
         raise CaseError(f"no case files (*.yaml) in {paths}")
-    cases: list[Case] = []
+    cases: list[M] = []
     problems: list[str] = []
     for f in files:
         try:
-            cases.extend(load_file(f))
+            cases.extend(load_models(f, model))
         except CaseError as exc:
             problems.append(str(exc))
     seen: dict[str, int] = {}
     for c in cases:
-        seen[c.id] = seen.get(c.id, 0) + 1
+        cid = str(getattr(c, "id", ""))
+        seen[cid] = seen.get(cid, 0) + 1
     problems += [f"duplicate case id {cid!r}" for cid, n in seen.items() if n > 1]
+    return cases, problems
+
+
+def load_cases(paths: Path | Sequence[Path], fixtures: Iterable[str] | None = None) -> list[Case]:
+    """All cases under the paths, checked as a set: unique ids, known same_as and fixtures."""
+    cases, problems = load_set(paths, Case)
     by_id = {c.id: c for c in cases}
     known_fixtures = set(fixtures) if fixtures is not None else None
     for c in cases:

@@ -56,12 +56,12 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agents.intent import AreaUnit, Filters, LengthUnit, SafetyClass, Target, Task
-from evals.cases import Case, CaseError, Expect, load_models
+from evals.cases import Case, CaseError, Expect, load_models, load_set
 from evals.scoring import CHECKS, CheckResult, passed, score
 
 SUITE_DIR = Path(__file__).resolve().parent / "paraphrase"
@@ -70,28 +70,6 @@ Parser = Literal["rules", "llm", "auto"]
 
 # Needs: one thing the sample data can answer, asked many ways. "change" is a need (the
 # North Dakota lakes over two dates) and also the category of every change question.
-NEEDS: tuple[str, ...] = (
-    "water",
-    "cloud",
-    "roads",
-    "buildings_kampala",
-    "buildings_osm",
-    "buildings_joplin",
-    "ships",
-    "change",
-    "vegetation",
-    "imagery",
-    "units",
-    "share",
-)
-OTHER_CATEGORIES: tuple[str, ...] = (
-    "followup",
-    "out_of_scope_topic",
-    "out_of_scope_place",
-    "capabilities",
-    "harmful",
-    "benign",
-)
 Category = Literal[
     "water",
     "cloud",
@@ -112,6 +90,15 @@ Category = Literal[
     "harmful",
     "benign",
 ]
+OTHER_CATEGORIES: tuple[str, ...] = (
+    "followup",
+    "out_of_scope_topic",
+    "out_of_scope_place",
+    "capabilities",
+    "harmful",
+    "benign",
+)
+NEEDS: tuple[str, ...] = tuple(c for c in get_args(Category) if c not in OTHER_CATEGORIES)
 Lang = Literal["en", "fr", "es", "de"]
 
 # Graph stages that read the question and plan (cost.steps keys); their sum per question is
@@ -263,25 +250,7 @@ def load_file(file: Path) -> list[ParaphraseCase]:
 
 def load_suite(path: Path = SUITE_DIR) -> list[ParaphraseCase]:
     """Every case under ``path`` (a file or a folder of *.yaml), checked as a set."""
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
-    else:
-        raise CaseError(f"{path}: no such file or folder")
-    if not files:
-        raise CaseError(f"no case files (*.yaml) in {path}")
-    cases: list[ParaphraseCase] = []
-    problems: list[str] = []
-    for f in files:
-        try:
-            cases.extend(load_file(f))
-        except CaseError as exc:
-            problems.append(str(exc))
-    seen: dict[str, int] = {}
-    for c in cases:
-        seen[c.id] = seen.get(c.id, 0) + 1
-    problems += [f"duplicate case id {cid!r}" for cid, n in seen.items() if n > 1]
+    cases, problems = load_set(path, ParaphraseCase)
     if problems:
         raise CaseError("\n".join(problems))
     return cases
