@@ -37,7 +37,14 @@ def combine(rules: Intent, llm: Intent, question_has_place: bool = True) -> Inte
     """The rules' reading, completed by the model's verified reading where it is silent."""
     upd: dict[str, Any] = {"source": "combined"}
     filled: list[str] = []
-    rules_found = rules.task != "unknown" and (rules.targets or rules.objects or rules.topic)
+    # An out-of-scope reading made of words the rules could not explain is a guess: the
+    # model's reading of those words wins ("how soggy is the ground" is about water).
+    guessed = rules.task == "out_of_scope" and all(
+        w in rules.unexplained for w in (rules.topic or "").split()
+    )
+    rules_found = (
+        rules.task != "unknown" and not guessed and (rules.targets or rules.objects or rules.topic)
+    )
     if not rules_found and llm.task != "unknown":
         upd.update(task=llm.task, targets=llm.targets, objects=llm.objects, topic=llm.topic)
         filled.append("what is asked")
@@ -71,6 +78,30 @@ def combine(rules: Intent, llm: Intent, question_has_place: bool = True) -> Inte
     if filled:
         notes.append("The language model filled in " + ", ".join(filled))
     upd["notes"] = notes
+    return rules.model_copy(update=upd)
+
+
+# What the model's short reading says; everything else (filters, relations, scale, a drawn
+# area, an image, every-year) it is not asked and comes from the rules in every mode.
+_LLM_FIELDS = ("task", "targets", "objects", "topic", "places", "dates", "area_unit",
+               "length_unit", "wants_share", "followup")  # fmt: skip
+
+
+def llm_leads(rules: Intent, llm: Intent) -> Intent:
+    """``GEOSCOUT_PARSER=llm``: the model's verified reading for the fields it gives, the
+    rules' for the rest; safety is the stricter of the two."""
+    upd = {name: getattr(llm, name) for name in _LLM_FIELDS}
+    if not llm.places and (rules.coordinates is not None or rules.this_area):
+        upd["places"] = []  # coordinates or a drawn area: the rules' reading holds them
+    if llm.filters.max_cloud_pct is not None:
+        upd["filters"] = rules.filters.model_copy(
+            update={"max_cloud_pct": llm.filters.max_cloud_pct}
+        )
+    if _SEVERITY[llm.safety] > _SEVERITY[rules.safety]:
+        upd.update(safety=llm.safety, safety_reason=None)
+    if llm.places != rules.places:
+        upd["notes"] = list(llm.notes)
+    upd["source"] = "llm"
     return rules.model_copy(update=upd)
 
 
@@ -133,18 +164,7 @@ def understand(
     if previous is not None:
         llm_intent = apply_previous(llm_intent, previous, tag(question))
     if mode == "llm":
-        # The model's reading leads; the rules' safety and future-date checks still apply.
-        intent = llm_intent.model_copy(
-            update={
-                "safety": max(rules.safety, llm_intent.safety, key=lambda s: _SEVERITY[s]),
-                "safety_reason": rules.safety_reason,
-                "mentions_person": rules.mentions_person,
-                "language": rules.language,
-                "notes": rules.notes if llm_intent.places == rules.places else llm_intent.notes,
-            }
-        )
-        if intent.coordinates is None and rules.coordinates is not None:
-            intent = intent.model_copy(update={"coordinates": rules.coordinates})
+        intent = llm_leads(rules, llm_intent)
         note = f"{chat.name}: read the question (cross-checked)"
     else:
         intent = combine(rules, llm_intent)
