@@ -204,26 +204,44 @@ def _coverage_sentence(ev: Evidence) -> str | None:
     return f"The data covers the whole {q(ev, 'query_area_km2')} asked about{when} [{ev.id}]."
 
 
-def _coverage_sentences(ev: Evidence, intent: Intent | None) -> list[str]:
+def _coverage_sentences(ev: Evidence, intent: Intent | None, ledger: list[Evidence]) -> list[str]:
     """What data and tools exist (for "what can you do?" and honest "I can't" answers)."""
     f, cite = ev.facts, f" [{ev.id}]"
     out: list[str] = []
-    topic = f.get("topic") or (intent.topic if intent else None)
-    where = f.get("aoi")
+    place_ev = _first(ledger, "place")
+    where = (place_ev.title if place_ev is not None else None) or f.get("aoi")
     if intent is not None and intent.task == "out_of_scope":
+        # The user's own words, and the topic's name when the two differ: "noisy (noise)".
+        topic = intent.topic or f.get("topic") or "this topic"
+        asked, _, key = topic.partition(" (")
+        what = f"{key.rstrip(')')} data (you asked about “{asked}”)" if key else f"{topic} data"
         place = f" for {where}" if where else ""
-        out.append(
-            f"I have no {topic or 'data on this topic'} data{place}, and none of my tools "
-            f"measures it{cite}."
-        )
+        out.append(f"I have no {what}{place}, and none of my tools measures it{cite}.")
     if where:
         lead = "What I can do there instead" if out else f"For {where}"
-        out.append(
-            f"{lead}: imagery: {f.get('aoi_imagery', 'unknown')}; measurable: "
-            f"{f.get('aoi_measurable', 'unknown')}; map data: {f.get('aoi_osm', 'unknown')}{cite}."
-        )
-        if f.get("nearest_imagery"):
-            out.append(f"The nearest imagery: {f['nearest_imagery']}{cite}.")
+        covered = ev.values.get("aoi_scenes")
+        if covered is not None and covered.value > 0:
+            out.append(
+                f"{lead}: imagery: {f.get('aoi_imagery', 'unknown')}; measurable: "
+                f"{f.get('aoi_measurable', 'unknown')}{cite}."
+            )
+        else:
+            # Distances, not the names of other places' data: "rotterdam_ms_1m" in an answer
+            # about Paris would read as an answer from Rotterdam.
+            near = ""
+            if "nearest_imagery_km" in ev.values:
+                gsd = q(ev, "nearest_imagery_gsd_m")
+                near = f"; the nearest is {q(ev, 'nearest_imagery_km')} away" + (
+                    f" ({gsd} pixels)" if gsd else ""
+                )
+            out.append(f"{lead}: no imagery here covers {where}{near}{cite}.")
+        osm = ev.values.get("aoi_osm_covered_pct")
+        if osm is not None and osm.value > 0:
+            out.append(f"Map data covers {q(ev, 'aoi_osm_covered_pct')} of the area{cite}.")
+        elif "nearest_osm_km" in ev.values:
+            out.append(
+                f"No local map data covers it; the nearest is {q(ev, 'nearest_osm_km')} away{cite}."
+            )
     if not where or (intent is not None and intent.task == "capabilities"):
         out.append(
             "I find places, search imagery and measure "
@@ -275,7 +293,7 @@ def template_answer(
 
     for fig in figures:
         if fig.provenance.get("tool") == "coverage":
-            sentences += _coverage_sentences(fig, intent)
+            sentences += _coverage_sentences(fig, intent, ledger)
         else:
             sentences.append(_figure_sentence(fig))
     for i, m in enumerate(masks):
