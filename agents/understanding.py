@@ -20,8 +20,6 @@ from agents.intent import Intent
 from agents.llm import ChatModel, Completion
 from agents.parse import parse_rules
 
-_SEVERITY = {"ok": 0, "crowd": 1, "person": 2, "targeting": 3}
-
 
 @dataclass
 class Understood:
@@ -70,7 +68,9 @@ def combine(rules: Intent, llm: Intent, question_has_place: bool = True) -> Inte
         upd["filters"] = rules.filters.model_copy(
             update={"max_cloud_pct": llm.filters.max_cloud_pct}
         )
-    if _SEVERITY[llm.safety] > _SEVERITY[rules.safety]:
+    if rules.safety == "ok" and llm.safety != "ok":
+        # The model can refuse what the rules let through; when both refuse, the rules'
+        # class (and its message) is the more precise one.
         upd.update(safety=llm.safety, safety_reason=None)
     if llm.followup and not rules.followup:
         upd["followup"] = True
@@ -97,7 +97,7 @@ def llm_leads(rules: Intent, llm: Intent) -> Intent:
         upd["filters"] = rules.filters.model_copy(
             update={"max_cloud_pct": llm.filters.max_cloud_pct}
         )
-    if _SEVERITY[llm.safety] > _SEVERITY[rules.safety]:
+    if rules.safety == "ok" and llm.safety != "ok":
         upd.update(safety=llm.safety, safety_reason=None)
     if llm.places != rules.places:
         upd["notes"] = list(llm.notes)
