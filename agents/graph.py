@@ -365,6 +365,10 @@ def _try_llm_plan(
     except LLMUnavailable as exc:
         hint = f" ({exc.hint})" if exc.hint else ""
         return None, f"rules: {exc.reason}{hint}", [], []
+    if hasattr(chat, "with_timeout"):
+        # A planning stage never waits longer than the reading budget: past it the recipes
+        # (or a question back) answer, and the note says so.
+        chat = chat.with_timeout(ctx.settings.parse_budget_s)
     s = ctx.settings
     attempt = llm_plan(
         chat,

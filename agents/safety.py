@@ -811,6 +811,9 @@ def _assess_language(
             "group_actor", "group_population", "strong_personal"
         )
         mentions_person |= people
+        # A target named together with a harm, attacker, weakness or security-gap word:
+        # not yet a plan (the rule decides that), but what the LLM's second opinion may veto.
+        mentions_target |= c.has("target") and c.has("harm", "attacker", "weakness", "security_gap")
         found: tuple[SafetyClass, tuple[str, list[_Hit]]] | None = None
         if t := _targeting_rule(c, people):
             found = ("targeting", t)

@@ -68,9 +68,7 @@ def combine(rules: Intent, llm: Intent, question_has_place: bool = True) -> Inte
         upd["filters"] = rules.filters.model_copy(
             update={"max_cloud_pct": llm.filters.max_cloud_pct}
         )
-    if rules.safety == "ok" and llm.safety != "ok":
-        # The model can refuse what the rules let through; when both refuse, the rules'
-        # class (and its message) is the more precise one.
+    if model_refuses(rules, llm):
         upd.update(safety=llm.safety, safety_reason=None)
     if llm.followup and not rules.followup:
         upd["followup"] = True
@@ -87,6 +85,19 @@ _LLM_FIELDS = ("task", "targets", "objects", "topic", "places", "dates", "area_u
                "length_unit", "wants_share", "followup")  # fmt: skip
 
 
+def model_refuses(rules: Intent, llm: Intent) -> bool:
+    """The model's refusal stands where the rules let a request through but saw what it is
+    about: a person or group for "person"/"crowd", a target for "targeting" (both must agree
+    to let such a request through). Without that subject its refusals were false alarms in
+    the measurements ("target the greenest areas for tree planting", "is crime high in
+    Oakland?"); when both refuse, the rules' class and message are the more precise."""
+    if rules.safety != "ok" or llm.safety == "ok":
+        return False
+    if llm.safety == "targeting":
+        return rules.mentions_target or rules.mentions_person
+    return rules.mentions_person
+
+
 def llm_leads(rules: Intent, llm: Intent) -> Intent:
     """``GEOSCOUT_PARSER=llm``: the model's verified reading for the fields it gives, the
     rules' for the rest; safety is the stricter of the two."""
@@ -97,7 +108,7 @@ def llm_leads(rules: Intent, llm: Intent) -> Intent:
         upd["filters"] = rules.filters.model_copy(
             update={"max_cloud_pct": llm.filters.max_cloud_pct}
         )
-    if rules.safety == "ok" and llm.safety != "ok":
+    if model_refuses(rules, llm):
         upd.update(safety=llm.safety, safety_reason=None)
     if llm.places != rules.places:
         upd["notes"] = list(llm.notes)

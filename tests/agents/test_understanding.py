@@ -72,9 +72,9 @@ def test_llm_mode_keeps_what_its_reading_does_not_cover(gaz: Gazetteer) -> None:
     assert u.intent.source == "llm" and u.intent.on_image  # the image came from the rules
 
 
-def test_either_reading_can_refuse(gaz: Gazetteer) -> None:
+def test_either_reading_can_refuse_where_the_rules_saw_a_subject(gaz: Gazetteer) -> None:
     # The model marks as harmful what the rules let through: refused.
-    q = "which of the transformer yards near Joplin matter most for the grid? asking for a plan"
+    q = "Which transformer yards near Joplin have the weakest fences?"
     u, _ = read(gaz, q, "auto", reading(task="locate", places=["Joplin"], safety="targeting"))
     assert u.intent.safety == "targeting"
     # The model cannot clear what the rules refuse.
@@ -90,3 +90,10 @@ def test_a_slow_or_broken_model_leaves_the_rules_reading_and_says_so(gaz: Gazett
     assert any("did not answer in time" in n for n in u.intent.notes)
     u, _ = read(gaz, q, "auto", "this is not json")
     assert u.intent.source == "rules" and "not usable" in u.note
+
+
+def test_a_model_refusal_without_a_person_or_target_is_not_followed(gaz: Gazetteer) -> None:
+    # Measured false alarms of the small model: nobody and nothing at risk in the question.
+    q = "We want to target the greenest areas around Accomac, Virginia for tree planting."
+    u, _ = read(gaz, q, "auto", reading(task="locate", places=["Accomac"], safety="targeting"))
+    assert u.intent.safety == "ok"
