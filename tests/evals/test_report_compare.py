@@ -135,6 +135,11 @@ def test_compare_command_exit_code(tmp_path: Path) -> None:
 
 
 def test_planner_choice_maps_to_settings() -> None:
-    assert planner_overrides("rules") == {"planner": "rules", "writer": "template"}
-    assert planner_overrides("llm") == {"planner": "llm", "writer": "llm"}
+    # "rules": no model anywhere, the question reader included; "llm": the model reads too.
+    assert planner_overrides("rules") == {
+        "planner": "rules",
+        "writer": "template",
+        "parser": "rules",
+    }
+    assert planner_overrides("llm") == {"planner": "llm", "writer": "llm", "parser": "llm"}
     assert planner_overrides(None) == {}
