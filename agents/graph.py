@@ -61,23 +61,27 @@ def _understand(state: State, runtime: Runtime[GraphContext]) -> dict[str, Any]:
     from tools.geocode import load_gazetteer
 
     previous = Intent.model_validate(state["previous"]) if state.get("previous") else None
-    chat, chat_error = None, None
-    if ctx.settings.parser != "rules" and ctx.llm is not None:
+
+    def parser_chat() -> tuple[Any, str | None]:
+        """The parser's model, started only when the question needs it."""
+        if ctx.settings.parser == "rules":
+            return None, None
+        if ctx.llm is None:
+            return None, "no language model in this run"
         try:
             chat = ctx.llm("parser")
         except LLMUnavailable as exc:
-            chat_error = exc.reason + (f" ({exc.hint})" if exc.hint else "")
-        if chat is not None and hasattr(chat, "with_timeout"):
+            return None, exc.reason + (f" ({exc.hint})" if exc.hint else "")
+        if hasattr(chat, "with_timeout"):
             chat = chat.with_timeout(ctx.settings.parse_budget_s)
-    elif ctx.settings.parser != "rules":
-        chat_error = "no language model in this run"
+        return chat, None
+
     understood = understand(
         question,
         gaz=load_gazetteer(str(ctx.tool_ctx.cache_dir)),
         today=ctx.today,
         mode=ctx.settings.parser,
-        chat=chat,
-        chat_error=chat_error,
+        chat=parser_chat,
         previous=previous,
         has_area=state.get("bbox") is not None,
         has_image=state.get("raster") is not None,

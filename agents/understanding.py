@@ -13,6 +13,7 @@ available, the rules' reading is used and the note says so (shown to the user).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,13 +135,14 @@ def understand(
     gaz: Any,
     today: dt.date,
     mode: str,
-    chat: ChatModel | None,
+    chat: ChatModel | Callable[[], tuple[ChatModel | None, str | None]] | None,
     chat_error: str | None = None,
     previous: Intent | None = None,
     has_area: bool = False,
     has_image: bool = False,
 ) -> Understood:
-    """The question's intent under ``mode``; ``chat`` None means the model is unavailable
+    """The question's intent under ``mode``. ``chat`` is the model, or a function returning
+    (model or None, why not) called only when the model is needed; None means unavailable
     (``chat_error`` says why, for the note)."""
     from agents.llm_parse import llm_read, verify
     from agents.parse import apply_previous, tag
@@ -148,16 +150,22 @@ def understand(
     rules, future = parse_rules(question, gaz, today, previous, has_area, has_image)
     if mode == "rules":
         return Understood(rules, future, "rules: chosen in settings (GEOSCOUT_PARSER=rules)")
-    if chat is None:
-        why = chat_error or "no language model in this run"
-        return Understood(rules, future, f"rules: {why}")
-    if mode == "auto" and fully_understood(rules):
+    if mode != "rules" and chat is not None and mode == "auto" and fully_understood(rules):
         # Every word is accounted for and nobody is at stake: the model would only repeat
-        # the rules' reading, at several seconds a question on a small CPU.
+        # the rules' reading, at several seconds a question on a small CPU (and it is not
+        # even started).
         return Understood(
             rules, future, "rules: every word of the question was understood (no model needed)"
         )
-    attempt = llm_read(chat, question)
+    model: ChatModel | None
+    if chat is not None and not hasattr(chat, "chat"):
+        model, chat_error = chat()  # the factory form
+    else:
+        model = chat  # type: ignore[assignment]
+    if model is None:
+        why = chat_error or "no language model in this run"
+        return Understood(rules, future, f"rules: {why}")
+    attempt = llm_read(model, question)
     calls = [attempt.completion] if attempt.completion is not None else []
     if attempt.reading is None:
         why = attempt.error or "no reading"
@@ -176,10 +184,10 @@ def understand(
         llm_intent = apply_previous(llm_intent, previous, tag(question))
     if mode == "llm":
         intent = llm_leads(rules, llm_intent)
-        note = f"{chat.name}: read the question (cross-checked)"
+        note = f"{model.name}: read the question (cross-checked)"
     else:
         intent = combine(rules, llm_intent)
-        note = f"{chat.name} and rules: read the question together"
+        note = f"{model.name} and rules: read the question together"
     if dropped:
         note += "; dropped from the model's reading: " + "; ".join(dropped[:3])
     return Understood(intent, future, note, calls, "used", dropped)
