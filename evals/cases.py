@@ -32,10 +32,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 EvidenceKind = Literal["place", "scene", "mask", "detections", "features", "figure"]
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
@@ -43,6 +51,16 @@ _TOOL = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _slug(v: str) -> str:
+    if not _SLUG.match(v):
+        raise ValueError(f"id {v!r} must be a lower-case slug (letters, digits, '-')")
+    return v
+
+
+# A case id: a lower-case slug, in every case file (both eval suites).
+CaseId = Annotated[str, AfterValidator(_slug)]
 
 
 class CaseError(ValueError):
@@ -119,7 +137,7 @@ class Expect(BaseModel):
 class Case(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str
+    id: CaseId
     question: str = Field(min_length=1, max_length=2000)
     bbox: list[float] | None = None
     tags: list[str] = Field(min_length=1)
@@ -128,13 +146,6 @@ class Case(BaseModel):
     same_as: str | None = None
     payload: list[str] = Field(default_factory=list)
     notes: str = ""
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        if not _SLUG.match(v):
-            raise ValueError(f"id {v!r} must be a lower-case slug (letters, digits, '-')")
-        return v
 
     @field_validator("tags")
     @classmethod

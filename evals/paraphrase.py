@@ -61,7 +61,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agents.intent import AreaUnit, Filters, LengthUnit, SafetyClass, Target, Task
-from evals.cases import Case, CaseError, Expect, load_models, load_set
+from evals.cases import Case, CaseError, CaseId, Expect, load_models, load_set
 from evals.scoring import CHECKS, CheckResult, passed, score
 
 SUITE_DIR = Path(__file__).resolve().parent / "paraphrase"
@@ -105,8 +105,6 @@ Lang = Literal["en", "fr", "es", "de"]
 # the "planning + parsing" time. Names the graph may use now or after the rebuild.
 PARSE_PLAN_STAGES: tuple[str, ...] = ("guard_input", "understand", "parse", "intent", "plan")
 PARSER_ROLES: tuple[str, ...] = ("parser",)
-
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
 
 
 # --------------------------------------------------------------------------- case format
@@ -188,7 +186,7 @@ class IntentExpect(BaseModel):
 class ParaphraseCase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str
+    id: CaseId
     category: Category
     lang: Lang
     question: str = Field(min_length=1, max_length=2000)
@@ -197,13 +195,6 @@ class ParaphraseCase(BaseModel):
     intent: IntentExpect = Field(default_factory=IntentExpect)
     expect: Expect = Field(default_factory=Expect)
     notes: str = ""
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        if not _SLUG.match(v):
-            raise ValueError(f"id {v!r} must be a lower-case slug (letters, digits, '-')")
-        return v
 
     @field_validator("context")
     @classmethod
