@@ -9,7 +9,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export GEOSCOUT_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 QUESTION ?= How much open water is there around Accomac, Virginia?
 
-.PHONY: setup demo app test test-llm lint typecheck bench bench-llm clean
+.PHONY: setup demo app test test-llm lint typecheck bench bench-llm bench-arch clean
 .PHONY: eval-smoke eval eval-rules eval-quality eval-refs
 
 setup: $(STAMP)
@@ -70,3 +70,8 @@ eval-refs: setup
 
 clean:
 	rm -rf $(VENV) out .geoscout
+
+# Code size, import cost, state-database bytes and orchestration time (evals/bench_arch.py);
+# REPO=/path/to/a/worktree measures another checkout with the same script.
+bench-arch: setup
+	$(BIN)/python -m evals.bench_arch $(if $(REPO),--repo $(REPO),)

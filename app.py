@@ -2,7 +2,7 @@
 
 This file only renders. What to show is decided in agents/ (present, webmap, uploads,
 appconfig, conversations, exports); the answer comes from the same Assistant as the CLI.
-Text from tools and models goes through agents.present.safe_md / answer_markdown: no raw
+Text from tools and models goes through render.present.safe_md / answer_markdown: no raw
 HTML reaches the page.
 """
 
@@ -18,20 +18,27 @@ import streamlit as st
 from pydantic import ValidationError
 from streamlit_folium import st_folium
 
-from agents import present
-from agents.appconfig import LABELS, form_from_settings, key_status, settings_key, validate_form
 from agents.conversations import (
     ConversationStore,
     new_conversation_id,
     turn_thread_id,
     valid_conversation_id,
 )
-from agents.exports import bundle_files, bundle_rasters, zip_files
 from agents.schemas import AnswerBundle
 from agents.service import Assistant
 from agents.settings import Settings
 from agents.uploads import MAX_UPLOAD_MB, UploadedRaster, UploadError, save_upload
-from agents.webmap import (
+from render import present
+from render.appconfig import (
+    FormField,
+    form_fields,
+    form_from_settings,
+    key_status,
+    settings_key,
+    validate_form,
+)
+from render.exports import bundle_files, bundle_rasters, zip_files
+from render.webmap import (
     ImageryOverlay,
     build_coverage_map,
     build_webmap,
@@ -180,95 +187,40 @@ def sidebar() -> None:
         settings_form()
 
 
+def _setting_widget(f: FormField, value: Any) -> Any:
+    """One sidebar widget for a setting, of the kind its Settings type calls for."""
+    common: dict[str, Any] = {"key": f.key, "help": f.help}
+    if f.kind == "choice":
+        index = f.choices.index(value) if value in f.choices else 0
+        if len(f.choices) == 2:
+            return st.radio(f.label, f.choices, index=index, horizontal=True, **common)
+        return st.selectbox(f.label, f.choices, index=index, **common)
+    if f.kind == "lines":
+        return st.text_area(f.label, value, **common)
+    if f.kind == "bool":
+        return st.checkbox(f.label, value=bool(value), **common)
+    if f.kind == "int":
+        return st.number_input(f.label, value=int(value), step=int(f.step or 1), **common)
+    if f.kind == "float":
+        return st.number_input(f.label, value=float(value), **common)
+    return st.text_input(f.label, value, placeholder=f.placeholder, **common)
+
+
 def settings_form() -> None:
-    form = form_from_settings(settings)
+    shown = form_from_settings(settings)
+    values: dict[str, Any] = {}
     with st.form("settings", border=False):
-        profile = st.radio(
-            LABELS["profile"],
-            ["offline", "online"],
-            index=["offline", "online"].index(form.profile),
-            horizontal=True,
-            key="set_profile",
-            help="offline: local catalogue, data folders and gazetteer. online: Earth Search, "
-            "OpenStreetMap (Overpass), Nominatim and a street basemap.",
-        )
-        planner = st.selectbox(
-            LABELS["planner"],
-            ["auto", "llm", "rules"],
-            index=["auto", "llm", "rules"].index(form.planner),
-            key="set_planner",
-        )
-        writer = st.selectbox(
-            LABELS["writer"],
-            ["auto", "llm", "template"],
-            index=["auto", "llm", "template"].index(form.writer),
-            key="set_writer",
-        )
-        llm_url = st.text_input(
-            LABELS["llm_base_url"],
-            form.llm_base_url,
-            key="set_llm_url",
-            placeholder="empty: the embedded model",
-            help="Any OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1. The key comes "
-            "from OPENAI_API_KEY or GEOSCOUT_LLM_API_KEY in the environment, never from here.",
-        )
-        planner_model = st.text_input(
-            LABELS["planner_model"], form.planner_model, key="set_planner_model"
-        )
-        writer_model = st.text_input(
-            LABELS["writer_model"], form.writer_model, key="set_writer_model"
-        )
-        vlm_url = st.text_input(
-            LABELS["vlm_base_url"],
-            form.vlm_base_url,
-            key="set_vlm_url",
-            help="For counting objects (ships, cars).",
-        )
-        vlm_model = st.text_input(LABELS["vlm_model"], form.vlm_model, key="set_vlm_model")
-        for name, status in key_status(settings).items():
-            st.caption(f"{name}: {status}")
-        data_dirs = st.text_area(
-            LABELS["data_dir"], form.data_dirs, key="set_data_dirs", help="One folder per line."
-        )
-        st.markdown("**Advanced limits**")
-        max_aoi = st.number_input(
-            LABELS["max_aoi_km2"], value=float(form.max_aoi_km2), key="set_max_aoi"
-        )
-        max_steps = st.number_input(
-            LABELS["max_steps"], value=int(form.max_steps), step=1, key="set_max_steps"
-        )
-        timeout = st.number_input(
-            LABELS["step_timeout_s"], value=float(form.step_timeout_s), key="set_timeout"
-        )
-        parallel = st.number_input(
-            LABELS["parallel_steps"], value=int(form.parallel_steps), step=1, key="set_parallel"
-        )
-        max_chars = st.number_input(
-            LABELS["max_question_chars"],
-            value=int(form.max_question_chars),
-            step=100,
-            key="set_max_chars",
-        )
+        advanced = False
+        for f in form_fields():
+            if f.advanced and not advanced:
+                advanced = True
+                for name, status in key_status(settings).items():
+                    st.caption(f"{name}: {status}")
+                st.markdown("**Advanced limits**")
+            values[f.name] = _setting_widget(f, shown[f.name])
         submitted = st.form_submit_button("Apply settings", width="stretch")
     if submitted:
-        _settings, overrides, errors = validate_form(
-            {
-                "profile": profile,
-                "planner": planner,
-                "writer": writer,
-                "llm_base_url": llm_url,
-                "planner_model": planner_model,
-                "writer_model": writer_model,
-                "vlm_base_url": vlm_url,
-                "vlm_model": vlm_model,
-                "data_dirs": data_dirs,
-                "max_aoi_km2": max_aoi,
-                "max_steps": max_steps,
-                "step_timeout_s": timeout,
-                "parallel_steps": parallel,
-                "max_question_chars": max_chars,
-            }
-        )
+        _settings, overrides, errors = validate_form(values)
         if errors:
             st.error(
                 "Settings not applied.\n\n" + "\n".join(f"- {present.safe_md(e)}" for e in errors)

@@ -4,12 +4,15 @@ A conversation id sits in the page URL; each question in it is one LangGraph run
 thread id is ``<conversation>-<turn>`` in the SQLite checkpointer (a graph run is one
 question: its state reducers add up, so turns do not share a thread). The finished
 AnswerBundle of each turn is kept beside the checkpoints, in the same SQLite file, so a
-reloaded page shows the answers, maps and costs as they were.
+reloaded page shows the answers, maps and costs as they were. Its map layers are kept
+once, in the payload table that the run already wrote them to (agents/state); turns stored
+by earlier versions, with the layers inline, read back as they are.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import re
 import sqlite3
@@ -24,6 +27,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import ValidationError
 
 from agents.schemas import AnswerBundle
+from agents.state import MissingPayload, PayloadStore, is_payload_ref
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,12 @@ class ResilientSaver(BaseCheckpointSaver):
     @property
     def active(self) -> Any:
         return self.fallback if self.fallback is not None else self.primary
+
+    @property
+    def lock(self) -> threading.Lock:
+        """The lock that serialises use of the SQLite connection (shared with the payloads)."""
+        lock: threading.Lock = self.primary.lock
+        return lock
 
     @property
     def config_specs(self) -> list[Any]:
@@ -188,6 +198,8 @@ class ConversationStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        # Turns the last turns() call skipped, with why: the caller may tell the person.
+        self.unreadable: list[str] = []
         self._conn, self.warning = open_state_db(self.path)
         if self.warning:
             log.warning("conversation store: %s", self.warning)
@@ -207,6 +219,12 @@ class ConversationStore:
                 " created TEXT NOT NULL, bundle TEXT NOT NULL,"
                 " PRIMARY KEY (conversation, turn))"
             )
+        with self._lock:
+            PayloadStore.create_table(self._conn)
+
+    def _payloads(self) -> PayloadStore:
+        # One per call: the store's memory is not kept across turns (the app lives long).
+        return PayloadStore(self._conn, self._lock)
 
     def next_turn(self, conversation: str) -> int:
         with self._lock:
@@ -217,10 +235,14 @@ class ConversationStore:
 
     def add(self, conversation: str, turn: int, bundle: AnswerBundle) -> None:
         created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        data = json.loads(bundle.model_dump_json())  # the JSON form turns always had
+        # Stored once: the run wrote the same layers (same JSON, same id) to the table.
+        data["layers"] = self._payloads().slim(data["layers"])
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         with self._lock, self._conn:
             self._conn.execute(
                 "INSERT OR REPLACE INTO geoscout_turns VALUES (?, ?, ?, ?, ?)",
-                (conversation, turn, bundle.thread_id or "", created, bundle.model_dump_json()),
+                (conversation, turn, bundle.thread_id or "", created, text),
             )
 
     def turns(self, conversation: str) -> list[tuple[int, AnswerBundle]]:
@@ -230,13 +252,41 @@ class ConversationStore:
                 (conversation,),
             ).fetchall()
         out = []
+        self.unreadable = []
+        payloads = self._payloads()
         for turn, text in rows:
             try:
-                out.append((int(turn), AnswerBundle.model_validate_json(text)))
-            except ValidationError:  # written by another version: skip rather than fail
-                log.warning("turn %s of %s cannot be read back; skipped", turn, conversation)
+                out.append((int(turn), _read_bundle(text, payloads)))
+            except (ValidationError, ValueError) as exc:  # another version's, or damaged
+                if isinstance(exc, ValidationError):
+                    err = exc.errors()[0]
+                    where = ".".join(str(p) for p in err["loc"])
+                    why = f"stored in another version's format: {where}: {err['msg']}"
+                else:
+                    why = str(exc)
+                log.warning(
+                    "turn %s of conversation %s cannot be read back (%s); skipped",
+                    turn,
+                    conversation,
+                    why[:300],
+                )
+                self.unreadable.append(f"turn {turn}: {why[:300]}")
         return out
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _read_bundle(text: str, payloads: PayloadStore) -> AnswerBundle:
+    """A stored turn's bundle; its layers loaded when stored by reference.
+
+    ValidationError or ValueError (MissingPayload included) when it cannot be read."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or not is_payload_ref(data.get("layers")):
+        return AnswerBundle.model_validate_json(text)  # layers inline (earlier versions)
+    try:
+        data["layers"] = payloads.load(data["layers"])
+    except MissingPayload as exc:
+        raise ValueError(f"its map layers are missing from the state database ({exc})") from exc
+    return AnswerBundle.model_validate(data)

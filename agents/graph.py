@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from langgraph.graph import END, START, StateGraph
@@ -20,8 +21,6 @@ from langgraph.types import Command, Send
 from agents.guards import clean_question, guard_input, guard_output
 from agents.intent import Intent
 from agents.llm import LLMUnavailable
-from agents.llm_planner import llm_plan
-from agents.llm_writer import PRIMARY_KINDS, llm_write
 from agents.merge import merge_results
 from agents.recipes import NotCovered, PlanningError, compile_plan
 from agents.schemas import (
@@ -34,12 +33,14 @@ from agents.schemas import (
     PlanStep,
     TraceEntry,
 )
-from agents.state import GraphContext, InputState, State, StepTask
+from agents.state import GraphContext, InputState, PayloadStore, State, StepTask
 from agents.understanding import understand
 from agents.units import add_requested_units
-from agents.validate import resolve_args, validate_plan
-from agents.writer import template_answer, with_understanding
-from tools.base import ToolResult
+from tools.base import ToolResult, ToolSpec
+
+# Imported where used, not here: the plan validator, the LLM planner and the writers load
+# shapely, pyproj and rasterio (through tools.geo and tools.ground), which a refused or
+# clarified question never needs.
 
 _END: Final = "__end__"  # langgraph's END, typed as the literal Command[...] expects
 assert _END == END
@@ -176,7 +177,11 @@ def _plan(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["exec
             },
             goto=_END,
         )
-    problems = validate_plan(plan, ctx.catalog, ctx.settings.max_steps, ctx.settings.max_aoi_km2)
+    from agents.validate import validate_plan
+
+    problems = validate_plan(
+        plan, _plan_specs(ctx, plan), ctx.settings.max_steps, ctx.settings.max_aoi_km2
+    )
     guard = GuardResult(
         name="plan.valid",
         passed=not problems,
@@ -199,6 +204,44 @@ def _plan(state: State, runtime: Runtime[GraphContext]) -> Command[Literal["exec
         )
         return Command(update=update, goto=_END)
     return Command(update=update, goto="execute")
+
+
+def _plan_specs(ctx: GraphContext, plan: Plan) -> dict[str, ToolSpec]:
+    """The specs the plan's steps use (the catalogue imports only those tools' modules); the
+    whole catalogue when a step names an unknown tool (its error lists the known ones)."""
+    tools = {step.tool for step in plan.steps}
+    if all(tool in ctx.catalog for tool in tools):
+        return {tool: ctx.catalog[tool] for tool in sorted(tools)}
+    return dict(ctx.catalog)
+
+
+# The large values of a step's result, kept in the payload store and referenced from the
+# state: every output value (masks, scene lists) and each evidence draft's layer and geometry.
+_DRAFT_PAYLOADS = ("layer", "geometry")
+
+
+def _slim_result(result: ToolResult, store: PayloadStore) -> dict[str, Any]:
+    """A ToolResult as the state holds it: JSON, large values replaced by references."""
+    dumped = result.model_dump(mode="json")
+    dumped["outputs"] = {k: store.slim(v) for k, v in dumped["outputs"].items()}
+    dumped["evidence"] = [store.slim_fields(e, _DRAFT_PAYLOADS) for e in dumped["evidence"]]
+    return dumped
+
+
+def _load_result(record: dict[str, Any], store: PayloadStore) -> ToolResult:
+    """The ToolResult of a state record, its references loaded."""
+    dumped = dict(record["result"])
+    dumped["outputs"] = {k: store.load(v) for k, v in dumped.get("outputs", {}).items()}
+    dumped["evidence"] = [store.load_fields(e, _DRAFT_PAYLOADS) for e in dumped.get("evidence", [])]
+    return ToolResult.model_validate(dumped)
+
+
+def load_evidence(state: Mapping[str, Any], store: PayloadStore) -> list[Evidence]:
+    """The ledger of a state, geometries loaded."""
+    return [
+        Evidence.model_validate(store.load_fields(e, ("geometry",)))
+        for e in state.get("evidence", [])
+    ]
 
 
 def _execute(state: State) -> dict[str, Any]:
@@ -224,6 +267,10 @@ def _execute(state: State) -> dict[str, Any]:
 
 
 def _route_steps(state: State) -> list[Send] | str:
+    """Send the steps whose prerequisites succeeded; a reference to a large output is passed
+    on as its payload reference (the Send is checkpointed), which the step loads."""
+    from agents.validate import resolve_args
+
     plan = Plan.model_validate(state["plan"])
     results = state.get("results", {})
     sends: list[Send] = []
@@ -251,9 +298,10 @@ def _run_step(task: StepTask, runtime: Runtime[GraphContext]) -> dict[str, Any]:
     if task["args"].get("__unresolved__"):
         result = ToolResult.fail("invalid_args", "an input this step needs was not produced")
     else:
+        args = {k: ctx.payloads.load(v) for k, v in task["args"].items()}
         while True:
             attempts += 1
-            result = _call_with_timeout(spec.invoke, task["args"], ctx, ctx.settings.step_timeout_s)
+            result = run_tool_call(spec.invoke, args, ctx, ctx.settings.step_timeout_s)
             code = result.error.code if result.error else None
             if code in _TRANSIENT and attempts <= ctx.settings.step_retries:
                 time.sleep(min(0.5 * 2 ** (attempts - 1), 4.0))
@@ -263,7 +311,7 @@ def _run_step(task: StepTask, runtime: Runtime[GraphContext]) -> dict[str, Any]:
     return {
         "results": {
             step.id: {
-                "result": result.model_dump(mode="json"),
+                "result": _slim_result(result, ctx.payloads),
                 "seconds": seconds,
                 "started": started,
                 "attempts": attempts,
@@ -293,9 +341,7 @@ def _step_time_left(args: dict[str, Any], timeout: float) -> float:
         return entry[0] + timeout - now
 
 
-def _call_with_timeout(
-    fn: Any, args: dict[str, Any], ctx: GraphContext, timeout: float
-) -> ToolResult:
+def run_tool_call(fn: Any, args: dict[str, Any], ctx: GraphContext, timeout: float) -> ToolResult:
     """Run one tool call with a deadline that its work sees and a cancel event.
 
     The tool's context carries ``deadline`` (monotonic) and ``cancel``: every read and
@@ -374,11 +420,13 @@ def _try_llm_plan(
         # (or a question back) answer, and the note says so.
         chat = chat.with_timeout(ctx.settings.parse_budget_s)
     s = ctx.settings
+    from agents.llm_planner import llm_plan
+
     attempt = llm_plan(
         chat,
         state.get("question", ""),
         intent,
-        ctx.catalog,
+        dict(ctx.catalog),
         today=ctx.today,
         max_steps=s.max_steps,
         max_aoi_km2=s.max_aoi_km2,
@@ -438,32 +486,33 @@ def trace_from(plan: Plan, results: dict[str, dict[str, Any]]) -> list[TraceEntr
     return trace
 
 
-def _merge(state: State) -> dict[str, Any]:
+def _merge(state: State, runtime: Runtime[GraphContext]) -> dict[str, Any]:
     t0 = time.perf_counter()
+    store = runtime.context.payloads
     plan = Plan.model_validate(state["plan"])
-    results = {
-        sid: ToolResult.model_validate(r["result"]) for sid, r in state.get("results", {}).items()
-    }
+    results = {sid: _load_result(r, store) for sid, r in state.get("results", {}).items()}
     ledger, layers, _ = merge_results(plan.steps, results)
     intent = Intent.model_validate(state["intent"]) if state.get("intent") else None
     add_requested_units(ledger, intent)
     return {
-        "evidence": [e.model_dump(mode="json") for e in ledger],
-        "layers": layers,
+        "evidence": [store.slim_fields(e.model_dump(mode="json"), ("geometry",)) for e in ledger],
+        "layers": store.slim(layers),
         "timings": {"merge": time.perf_counter() - t0},
     }
 
 
 def _write(state: State, runtime: Runtime[GraphContext]) -> dict[str, Any]:
+    from agents.writer import template_answer, with_understanding
+
     t0 = time.perf_counter()
     ctx = runtime.context
     plan = Plan.model_validate(state["plan"])
-    ledger = [Evidence.model_validate(e) for e in state.get("evidence", [])]
+    ledger = load_evidence(state, ctx.payloads)
     trace = trace_from(plan, state.get("results", {}))
     update: dict[str, Any] = {}
     for t in trace:
         if t.error_code == "ambiguous":
-            res = ToolResult.model_validate(state["results"][t.step]["result"])
+            res = _load_result(state["results"][t.step], ctx.payloads)
             cands = res.error.candidates if res.error else []
             listed = "; ".join(cands)
             update["status"] = "clarify"
@@ -500,6 +549,8 @@ def _try_llm_write(
     trace: list[TraceEntry],
     template: Answer,
 ) -> tuple[Answer, str, list[dict[str, Any]], list[dict[str, Any]]]:
+    from agents.llm_writer import PRIMARY_KINDS, llm_write
+
     if ctx.llm is None:
         return template, "template: no language model in this run", [], []
     if not ledger:
@@ -556,7 +607,7 @@ def _trace_reports(state: State) -> list[str]:
 _BLOCKING_GUARDS = ("output.citations_exist", "output.numbers_cited")
 
 
-def _guard_output(state: State) -> dict[str, Any]:
+def _guard_output(state: State, runtime: Runtime[GraphContext]) -> dict[str, Any]:
     """Check the answer; one that fails is never delivered.
 
     A failing answer is replaced by the template answer built from the evidence ledger, if
@@ -564,7 +615,7 @@ def _guard_output(state: State) -> dict[str, Any]:
     cites the evidence; what happened is recorded in the guardrails (``output.fallback``).
     """
     t0 = time.perf_counter()
-    ledger = [Evidence.model_validate(e) for e in state.get("evidence", [])]
+    ledger = load_evidence(state, runtime.context.payloads)
     answer = Answer.model_validate(state["answer"])
     reports = _trace_reports(state)
     question = state.get("question", "")
@@ -576,6 +627,8 @@ def _guard_output(state: State) -> dict[str, Any]:
         intent = Intent.model_validate(state["intent"]) if state.get("intent") else None
         fallback: Answer | None = None
         if plan is not None and answer.writer != "template":
+            from agents.writer import template_answer, with_understanding
+
             trace = trace_from(plan, state.get("results", {}))
             template = template_answer(
                 plan.intent, ledger, trace, question, intent=intent, plan=plan

@@ -8,7 +8,8 @@ always parseable), ``json_object`` mode, or the schema in the prompt and a toler
 A server that rejects ``json_schema`` is downgraded once and remembered.
 
 The model answers tool requests with JSON in the message text; native ``tool_calls`` are
-never relied on (the embedded model does not produce them reliably).
+never relied on (the embedded model does not produce them reliably). Transport, timeouts and
+error kinds are :mod:`models.chat`'s; JSON is read by :mod:`models.json_text`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import json
 import logging
 import re
 import threading
-import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
+
+from models.chat import ChatError, OpenAIChatClient
+from models.json_text import parse_json_lenient
 
 log = logging.getLogger(__name__)
 
@@ -98,39 +101,7 @@ def schema_instruction(schema: dict[str, Any]) -> str:
 
 def parse_json_object(text: str) -> Any:
     """The first JSON object in ``text`` (tolerates code fences and prose around it)."""
-    t = text.strip()
-    t = re.sub(r"^```(?:json)?\s*|\s*```$", "", t)
-    try:
-        return json.loads(t)
-    except ValueError:
-        pass
-    start = t.find("{")
-    while start != -1:
-        depth = 0
-        in_str = False
-        esc = False
-        for i in range(start, len(t)):
-            ch = t[i]
-            if in_str:
-                if esc:
-                    esc = False
-                elif ch == "\\":
-                    esc = True
-                elif ch == '"':
-                    in_str = False
-            elif ch == '"':
-                in_str = True
-            elif ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    try:
-                        return json.loads(t[start : i + 1])
-                    except ValueError:
-                        break
-        start = t.find("{", start + 1)
-    raise ValueError("no JSON object in the model's reply")
+    return parse_json_lenient(text, openers="{")
 
 
 @dataclass
@@ -146,11 +117,8 @@ class OpenAIChat:
     max_tokens: int = 1024
 
     def __post_init__(self) -> None:
-        from openai import OpenAI
-
-        # max_retries=0: retrying a 60 s local generation on a timeout only doubles the wait.
-        self._client = OpenAI(
-            base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=0
+        self._client = OpenAIChatClient(
+            self.base_url, self.name, api_key=self.api_key, timeout_s=self.timeout_s
         )
         self.capabilities = capabilities_for(self.name)
         self._mode: JsonMode = (
@@ -179,57 +147,56 @@ class OpenAIChat:
         json_schema: dict[str, Any] | None = None,
         max_tokens: int | None = None,
     ) -> Completion:
-        import openai
-
         for _ in range(3):  # at most two downgrades
             mode = self._mode if json_schema is not None else None
-            kwargs: dict[str, Any] = {}
+            response_format: dict[str, Any] | None = None
             msgs = list(messages)
             if mode == "json_schema":
-                kwargs["response_format"] = {
+                response_format = {
                     "type": "json_schema",
                     "json_schema": {"name": "output", "schema": json_schema, "strict": True},
                 }
             elif mode == "json_object":
-                kwargs["response_format"] = {"type": "json_object"}
+                response_format = {"type": "json_object"}
                 msgs = _with_instruction(msgs, schema_instruction(json_schema or {}))
             elif mode == "prompt":
                 msgs = _with_instruction(msgs, schema_instruction(json_schema or {}))
-            t0 = time.perf_counter()
             try:
-                resp = self._client.chat.completions.create(
-                    model=self.name,
-                    messages=msgs,  # type: ignore[arg-type]
+                reply = self._client.complete(
+                    msgs,
                     temperature=self.temperature,
                     max_tokens=max_tokens or self.max_tokens,
-                    **kwargs,
+                    response_format=response_format,
                 )
-            except openai.BadRequestError as exc:
-                if mode in ("json_schema", "json_object") and _about_format(exc):
+            except ChatError as exc:
+                if (
+                    exc.status_code == 400
+                    and mode in ("json_schema", "json_object")
+                    and _about_format(exc.detail)
+                ):
                     with self._lock:
                         self._mode = "json_object" if mode == "json_schema" else "prompt"
                     log.warning("%s rejected %s output; using %s", self.name, mode, self._mode)
                     continue
-                raise LLMCallError(f"the model server refused the request: {_short(exc)}") from exc
-            except openai.APITimeoutError as exc:
-                raise LLMCallError(f"no answer within {self.timeout_s:g} s") from exc
-            except openai.APIConnectionError as exc:
-                raise LLMCallError(f"cannot reach {self.base_url}") from exc
-            except openai.APIError as exc:
-                raise LLMCallError(f"the model server failed: {_short(exc)}") from exc
-            seconds = time.perf_counter() - t0
-            choice = resp.choices[0] if resp.choices else None
-            text = (choice.message.content or "") if choice is not None else ""
-            usage = resp.usage
+                raise self._call_error(exc) from exc
             return Completion(
-                text=text,
+                text=reply.text,
                 model=self.name,
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-                seconds=seconds,
+                prompt_tokens=reply.prompt_tokens or 0,
+                completion_tokens=reply.completion_tokens or 0,
+                seconds=reply.seconds,
                 json_mode=mode or "text",
             )
         raise LLMCallError("the server accepts no JSON output mode")
+
+    def _call_error(self, exc: ChatError) -> LLMCallError:
+        if exc.kind == "timeout":
+            return LLMCallError(f"no answer within {self.timeout_s:g} s")
+        if exc.kind == "unreachable":
+            return LLMCallError(f"cannot reach {self.base_url}")
+        if exc.status_code == 400:
+            return LLMCallError(f"the model server refused the request: {exc.detail}")
+        return LLMCallError(f"the model server failed: {exc.detail}")
 
 
 def _with_instruction(messages: list[dict[str, str]], instruction: str) -> list[dict[str, str]]:
@@ -241,25 +208,18 @@ def _with_instruction(messages: list[dict[str, str]], instruction: str) -> list[
     return out
 
 
-def _about_format(exc: Exception) -> bool:
-    text = str(exc).lower()
+def _about_format(detail: str) -> bool:
+    text = detail.lower()
     return any(w in text for w in ("response_format", "json_schema", "json schema", "grammar"))
-
-
-def _short(exc: Exception) -> str:
-    return re.sub(r"\s+", " ", str(exc))[:200]
 
 
 def first_model(base_url: str, api_key: str, timeout_s: float = 10.0) -> str:
     """The first model a server lists, for servers configured without a model name."""
-    from openai import OpenAI, OpenAIError
-
     try:
-        models = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
-        ids = [m.id for m in models.models.list().data]
-    except OpenAIError as exc:
+        ids = OpenAIChatClient(base_url, "", api_key=api_key, timeout_s=timeout_s).list_models()
+    except ChatError as exc:
         raise LLMUnavailable(
-            f"the LLM server at {base_url} did not answer ({_short(exc)})",
+            f"the LLM server at {base_url} did not answer ({exc.detail})",
             "check OPENAI_BASE_URL / GEOSCOUT_LLM_BASE_URL, or unset it to use the embedded model",
         ) from exc
     if not ids:

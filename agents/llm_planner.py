@@ -16,6 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,16 +30,9 @@ from agents.validate import validate_plan
 from prompts import load_prompt
 from tools.base import ToolSpec
 
-# Arguments the planner may set, per tool; the rest (band lists, model names) stay defaults.
-_HIDDEN_ARGS = {"bands", "model", "mask_clouds", "relate_label", "collections"}
-# Closed vocabularies the grammar enforces, so a typo cannot reach a tool.
-_ENUMS: dict[tuple[str, str], list[str]] = {
-    ("geocode", "scale"): ["auto", "central", "wide"],
-    ("segment", "target"): ["water", "vegetation", "cloud", "cloud_shadow"],
-    ("osm_overlay", "predicate"): ["intersects", "within", "within_distance"],
-}
-# Optional numeric limits are kept only when the user stated the number.
-_NUMERIC_OPTIONAL = {"max_cloud", "max_gsd_m", "limit", "threshold", "distance_m"}
+# Type tags of areas: every tool accepts them and a geocode step or the drawn box gives them,
+# so they do not pull their producers into the allowed set.
+_AREA_TYPES = {"aoi", "geometry"}
 
 
 class LLMStep(BaseModel):
@@ -65,15 +60,16 @@ class PlanAttempt(BaseModel):
     error: str | None = None
 
 
-def tool_lines(catalog: dict[str, ToolSpec]) -> str:
+def tool_lines(catalog: Mapping[str, ToolSpec]) -> str:
     return "\n".join(f"- {spec.prompt_fragment or spec.description}" for spec in catalog.values())
 
 
 def _arg_schema(tool: str, name: str, prop: dict[str, Any], spec: ToolSpec) -> dict[str, Any]:
     options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]
     ref = {"type": "string", "pattern": r"^@s[1-9][0-9]?\.[a-z_]+$"}
-    if (tool, name) in _ENUMS:
-        return {"type": "string", "enum": _ENUMS[(tool, name)]}
+    enums = spec.enums()
+    if name in enums:
+        return {"type": "string", "enum": enums[name]}
     if name in spec.accepts:
         alts: list[dict[str, Any]] = [ref]
         if name == "aoi":
@@ -91,7 +87,7 @@ def _arg_schema(tool: str, name: str, prop: dict[str, Any], spec: ToolSpec) -> d
     return {"type": "string"}
 
 
-def plan_schema(catalog: dict[str, ToolSpec], max_steps: int) -> dict[str, Any]:
+def plan_schema(catalog: Mapping[str, ToolSpec], max_steps: int) -> dict[str, Any]:
     """The JSON schema the model's reply must match: one object shape per tool."""
     variants = []
     for tool, spec in catalog.items():
@@ -99,7 +95,7 @@ def plan_schema(catalog: dict[str, ToolSpec], max_steps: int) -> dict[str, Any]:
         props = {
             name: _arg_schema(tool, name, prop, spec)
             for name, prop in js.get("properties", {}).items()
-            if name not in _HIDDEN_ARGS
+            if name not in spec.planner_hidden
         }
         required = [r for r in js.get("required", []) if r in props]
         variants.append(
@@ -136,7 +132,7 @@ def plan_schema(catalog: dict[str, ToolSpec], max_steps: int) -> dict[str, Any]:
 
 def planner_messages(
     question: str,
-    catalog: dict[str, ToolSpec],
+    catalog: Mapping[str, ToolSpec],
     today: dt.date,
     bbox: list[float] | None = None,
     raster: str | None = None,
@@ -158,27 +154,43 @@ def planner_messages(
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def allowed_tools(intent: Intent, catalog: dict[str, ToolSpec]) -> set[str]:
-    """The tools the question can need, from its intent.
+def allowed_tools(intent: Intent, catalog: Mapping[str, ToolSpec]) -> set[str]:
+    """The tools the question can need, from its intent and the tools' declarations.
 
-    When nothing was understood the model's judgement is trusted (every tool), so the LLM
-    can still plan what the recipes do not cover.
+    A tool is allowed when its ``relevant`` declaration says so, and so is every tool that
+    produces a non-area input an allowed tool accepts (segment reads a scene: stac_search).
+    When no tool beyond those relevant to any question is, nothing was understood and the
+    model's judgement is trusted (every tool), so the LLM can still plan what the recipes
+    do not cover.
     """
-    allowed = {"geocode", "coverage"}
-    targets = set(intent.targets)
-    if targets & {"water", "vegetation", "cloud", "cloud_shadow"}:
-        allowed |= {"stac_search", "segment"}
-    if targets & {"roads", "buildings"}:
-        allowed.add("osm_overlay")
-        if intent.on_image:
-            allowed.add("stac_search")
-    if "imagery" in targets:
-        allowed.add("stac_search")
-    if intent.objects:
-        allowed |= {"stac_search", "ground"}
-    if allowed == {"geocode", "coverage"}:
+    allowed = {name for name, spec in catalog.items() if spec.relevant(intent)}
+    always = {name for name, spec in catalog.items() if spec.relevant(_NOTHING)}
+    if allowed <= always:
         return set(catalog)
-    return allowed & set(catalog) | ({"geocode"} & set(catalog))
+    producers: dict[str, set[str]] = {}
+    for name, spec in catalog.items():
+        for kind in spec.outputs.values():
+            producers.setdefault(kind, set()).add(name)
+    todo = list(allowed)
+    while todo:
+        for kinds in catalog[todo.pop()].accepts.values():
+            for kind in set(kinds) - _AREA_TYPES:
+                for name in producers.get(kind, set()) - allowed:
+                    allowed.add(name)
+                    todo.append(name)
+    return allowed
+
+
+@dataclass(frozen=True)
+class _NoIntent:
+    """An intent with nothing understood: what every question may use."""
+
+    targets: list[str] = field(default_factory=list)
+    objects: str | None = None
+    on_image: bool = False
+
+
+_NOTHING = _NoIntent()
 
 
 def _question_numbers(text: str) -> set[float]:
@@ -205,7 +217,7 @@ def _refs(value: Any) -> set[str]:
 
 
 def to_plan(
-    out: LLMPlanOut, intent: Intent, question: str, catalog: dict[str, ToolSpec], model: str
+    out: LLMPlanOut, intent: Intent, question: str, catalog: Mapping[str, ToolSpec], model: str
 ) -> tuple[Plan, list[str]]:
     """The model's steps as a Plan, with what the question does not need pruned."""
     pruned: list[str] = []
@@ -215,16 +227,17 @@ def to_plan(
     dropped: set[str] = set()
     seen: set[str] = set()
     for raw in out.steps:
-        if raw.tool in catalog and raw.tool not in allowed:
+        spec = catalog.get(raw.tool)
+        if spec is not None and raw.tool not in allowed:
             pruned.append(f"{raw.id} ({raw.tool}): the question does not ask for it")
             dropped.add(raw.id)
             continue
         args = dict(raw.args)
-        place = args.get("place") if raw.tool == "geocode" else None
-        if isinstance(place, str) and not _in_question(place, question):
+        place = _place_text(spec, args)
+        if place is not None and not _in_question(place, question):
             # A small model copies places from its worked examples ("Schiphol airport"):
             # a place the user never wrote is never searched.
-            pruned.append(f"{raw.id} (geocode {place[:40]!r}): not in the question")
+            pruned.append(f"{raw.id} ({raw.tool} {place[:40]!r}): not in the question")
             dropped.add(raw.id)
             continue
         for name in list(args):
@@ -234,8 +247,10 @@ def to_plan(
                 why = "no date in the question"
             elif name == "platform" and not intent.filters.platform:
                 why = "no platform in the question"
-            elif name in _NUMERIC_OPTIONAL and not (
-                isinstance(v, int | float) and float(v) in numbers
+            elif (
+                spec is not None
+                and name in spec.stated_only
+                and not (isinstance(v, int | float) and float(v) in numbers)
             ):
                 why = "the question states no such limit"
             elif v is None or v == "" or v == []:
@@ -255,23 +270,43 @@ def to_plan(
             continue
         seen.add(key)
         try:
-            kept.append(PlanStep(id=raw.id, tool=raw.tool, args=args, needs=needs,
-                                 why=describe_step(raw.tool, args)))  # fmt: skip
+            why = spec.step_label(args) if spec is not None else f"Run {raw.tool}"
+            kept.append(PlanStep(id=raw.id, tool=raw.tool, args=args, needs=needs, why=why))
         except ValidationError as exc:
             raise ValueError(f"{raw.id}: {exc.errors()[0]['msg']}") from exc
-    _complete_aoi(kept, pruned)
+    _complete_aoi(kept, pruned, catalog)
     plan = Plan(steps=kept, intent=intent.task, planner=model, notes=[])
     return plan, pruned
 
 
-def _complete_aoi(steps: list[PlanStep], notes: list[str]) -> None:
-    """Measure inside the place asked about: a segment or ground step without an aoi would
-    analyse the whole scene, which answers another question (a small model often omits it)."""
-    area = next((s for s in steps if s.tool == "geocode"), None)
+def _makes_area(spec: ToolSpec | None) -> bool:
+    """A tool that turns words into an area (geocode): it outputs an aoi from no reference."""
+    return spec is not None and "aoi" in spec.outputs.values() and not spec.accepts
+
+
+def _place_text(spec: ToolSpec | None, args: dict[str, Any]) -> str | None:
+    """The words an area-making tool (geocode) would search: its required free-text argument."""
+    if not _makes_area(spec):
+        return None
+    assert spec is not None
+    enums = spec.enums()
+    required = spec.args_schema.model_json_schema().get("required", [])
+    for name in required:
+        if name not in enums and isinstance(args.get(name), str):
+            return str(args[name])
+    return None
+
+
+def _complete_aoi(steps: list[PlanStep], notes: list[str], catalog: Mapping[str, ToolSpec]) -> None:
+    """Measure inside the place asked about: a step of a tool that ``needs_area``, reading a
+    scene without an aoi, would analyse the whole scene, which answers another question (a
+    small model often omits it)."""
+    area = next((s for s in steps if _makes_area(catalog.get(s.tool))), None)
     if area is None:
         return
     for step in steps:
-        if step.tool in ("segment", "ground") and "aoi" not in step.args and "scene" in step.args:
+        spec = catalog.get(step.tool)
+        if spec is not None and spec.needs_area and "aoi" not in step.args and "scene" in step.args:
             step.args["aoi"] = f"@{area.id}.aoi"
             if area.id not in step.needs:
                 step.needs = sorted([*step.needs, area.id], key=lambda x: int(x[1:]))
@@ -280,30 +315,11 @@ def _complete_aoi(steps: list[PlanStep], notes: list[str]) -> None:
             )
 
 
-def describe_step(tool: str, args: dict[str, Any]) -> str:
-    """A line for people (the app's step labels), from the arguments only."""
-    if tool == "geocode":
-        return f"Find {args.get('place', 'the place')}"
-    if tool == "stac_search":
-        when = f" from {args['datetime']}" if args.get("datetime") else ""
-        return f"Search imagery{when}"
-    if tool == "segment":
-        return f"Measure {str(args.get('target', 'classes')).replace('_', ' ')}"
-    if tool == "ground":
-        return f"Find {args.get('query', 'objects')} in the image"
-    if tool == "osm_overlay":
-        feats = args.get("features", "features")
-        return f"Look up mapped {feats if isinstance(feats, str) else ', '.join(map(str, feats))}"
-    if tool == "coverage":
-        return "Look up the data and tools available"
-    return f"Run {tool}"
-
-
 def llm_plan(
     chat: ChatModel,
     question: str,
     intent: Intent,
-    catalog: dict[str, ToolSpec],
+    catalog: Mapping[str, ToolSpec],
     *,
     today: dt.date,
     max_steps: int,

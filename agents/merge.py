@@ -7,6 +7,8 @@ from typing import Any
 
 from agents.schemas import Evidence, PlanStep
 from tools.base import EvidenceDraft, Quantity, ToolResult
+from tools.numbers import sig
+from tools.provenance import Provenance
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.:\-]")
 
@@ -46,10 +48,9 @@ def merge_results(
 
 
 def _to_evidence(eid: str, draft: EvidenceDraft, step: PlanStep) -> Evidence:
-    prov = dict(draft.provenance)
-    prov.setdefault("tool", step.tool)
-    prov["step"] = step.id
-    prov.setdefault("arguments", step.args)
+    prov = draft.provenance.model_copy(
+        update={"step": step.id, "arguments": draft.provenance.arguments or dict(step.args)}
+    )
     return Evidence(
         id=eid,
         kind=draft.kind,
@@ -83,15 +84,6 @@ def _layer_features(eid: str, draft: EvidenceDraft) -> list[dict[str, Any]]:
     return out
 
 
-def _sig(x: float) -> float:
-    """Round to 3 significant figures, as the tools do for areas."""
-    if x == 0:
-        return 0.0
-    from math import floor, log10
-
-    return round(x, max(0, 2 - floor(log10(abs(x)))))
-
-
 def derived_figures(
     steps: list[PlanStep],
     results: dict[str, ToolResult],
@@ -102,8 +94,6 @@ def derived_figures(
     by_id = {e.id: e for e in ledger}
     masks: dict[str, list[Evidence]] = {}
     for step in steps:
-        if step.tool != "segment":
-            continue
         for (sid, _key), eid in index.items():
             ev = by_id.get(eid)
             if ev is not None and sid == step.id and ev.kind == "mask":
@@ -122,7 +112,7 @@ def derived_figures(
             continue
         a, b = first.values[key].value, last.values[key].value
         values = {
-            f"{key[:-4]}_change_km2": Quantity(value=_sig(b - a), unit="km2"),
+            f"{key[:-4]}_change_km2": Quantity(value=sig(b - a, keep_whole=True), unit="km2"),
             f"{key[:-4]}_start_km2": Quantity(value=a, unit="km2"),
             f"{key[:-4]}_end_km2": Quantity(value=b, unit="km2"),
         }
@@ -131,7 +121,9 @@ def derived_figures(
         caveats = []
         ua, ub = first.values[key].uncertainty, last.values[key].uncertainty
         if ua is not None and ub is not None:
-            values[f"{key[:-4]}_change_km2"].uncertainty = _sig((ua**2 + ub**2) ** 0.5)
+            values[f"{key[:-4]}_change_km2"].uncertainty = sig(
+                (ua**2 + ub**2) ** 0.5, keep_whole=True
+            )
         aa, ab = first.values.get("analysed_area_km2"), last.values.get("analysed_area_km2")
         if aa and ab and abs(aa.value - ab.value) > 0.05 * max(aa.value, ab.value):
             caveats.append(
@@ -149,11 +141,11 @@ def derived_figures(
                     "to": last.facts.get("acquired", "unknown date"),
                     "target": target,
                 },
-                provenance={
-                    "tool": "merge",
-                    "derived_from": [first.id, last.id],
-                    "method": f"difference of {key} between the later and the earlier measurement",
-                },
+                provenance=Provenance(
+                    tool="merge",
+                    derived_from=[first.id, last.id],
+                    method=f"difference of {key} between the later and the earlier measurement",
+                ),
                 caveats=caveats,
             )
         )

@@ -14,6 +14,7 @@ import atexit
 import datetime as dt
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,10 +104,11 @@ class _SharedLLMServers:
 SHARED_LLM = _SharedLLMServers()
 
 
-def tool_catalog() -> dict[str, ToolSpec]:
-    from tools.registry import tool_specs
+def tool_catalog() -> Mapping[str, ToolSpec]:
+    """The tool catalogue; a tool's module is imported when its spec is first used."""
+    from tools.registry import CATALOGUE
 
-    return tool_specs()
+    return CATALOGUE
 
 
 @dataclass
@@ -133,7 +135,7 @@ class Services:
             return self.settings.stac_url
         with self._lock:
             if self._stac is None:
-                from tools.stac_server import start_local_stac
+                from tools.catalog.server import start_local_stac
 
                 self._stac = start_local_stac(
                     self.settings.existing_data_dirs(),
@@ -352,5 +354,9 @@ class Services:
                 http_timeout_s=s.http_timeout_s,
             ),
             today=(today or dt.date.today()).isoformat(),
-            extra={"upload_dirs": [str(p) for p in (upload_dirs or [])]},
+            extra={
+                "upload_dirs": [str(p) for p in (upload_dirs or [])],
+                # Local model folders the user registered (GEOSCOUT_SEGMENTATION_MODELS).
+                "segmentation_models": {k: str(v) for k, v in s.segmentation_models.items()},
+            },
         )

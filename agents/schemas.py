@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tools.base import EvidenceKind, Quantity
+from tools.provenance import Provenance
 
 STEP_ID = re.compile(r"^s[1-9][0-9]?$")
 # A reference to an earlier step's output: "@s1.aoi".
@@ -52,7 +53,7 @@ class Evidence(BaseModel):
     values: dict[str, Quantity] = Field(default_factory=dict)
     facts: dict[str, str] = Field(default_factory=dict)
     geometry: dict[str, Any] | None = None
-    provenance: dict[str, Any] = Field(default_factory=dict)
+    provenance: Provenance
     caveats: list[str] = Field(default_factory=list)
 
 

@@ -14,20 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from agents.cost import CostMeter
-from agents.graph import build_graph, trace_from
+from agents.graph import build_graph, load_evidence, trace_from
 from agents.runtime import Services, tool_catalog
 from agents.schemas import (
     Answer,
     AnswerBundle,
     Clarification,
-    Evidence,
     GuardResult,
     LLMCall,
     LLMUsage,
     Plan,
 )
 from agents.settings import Settings
-from agents.state import GraphContext
+from agents.state import GraphContext, PayloadStore
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +46,36 @@ class Assistant:
         self.today = today
         self._llm = llm
         self.services = Services(settings)
+        # Lazy: a tool's module (and its libraries) is imported when a plan uses the tool.
         self.catalog = tool_catalog()
         self._conn: sqlite3.Connection | None = None
+        self._saver: Any = None
         self.graph = build_graph(checkpointer=self._checkpointer())
 
     def _checkpointer(self) -> Any:
         """SQLite checkpoints that never cost an answer: a corrupt file is moved aside with a
         warning and a fresh one used, an unusable place gives an in-memory store, and a
-        write that fails mid-run (full disk) moves the run to memory (agents/conversations)."""
+        write that fails mid-run (full disk) moves the run to memory (agents/conversations).
+        The runs' large values go to a payload table in the same file (agents/state)."""
         from agents.conversations import ResilientSaver, open_state_db
 
         self._conn, warning = open_state_db(Path(self.settings.state_db))
         if warning:
             log.warning("thread store: %s", warning)
-        return ResilientSaver(self._conn)
+        self._saver = ResilientSaver(self._conn)
+        try:
+            PayloadStore.create_table(self._conn)
+        except sqlite3.Error as exc:  # payloads then stay in each run's memory
+            log.warning("payload store: %s", exc)
+        return self._saver
+
+    def _payloads(self) -> PayloadStore:
+        """A store for one run, writing to the state database through the checkpointer's
+        connection and lock (memory only once the checkpointer has moved to memory)."""
+        saver = self._saver
+        if saver is None or saver.fallback is not None:
+            return PayloadStore()
+        return PayloadStore(self._conn, saver.lock)
 
     def warm_up(self) -> None:
         """In the background, start the language model (when the settings use it) and have it
@@ -101,6 +116,7 @@ class Assistant:
             tool_ctx=self.services.tool_context(today=today, upload_dirs=upload_dirs),
             today=today,
             llm=self._llm or self.services.chat_model,
+            payloads=self._payloads(),
         )
 
     def stream(
@@ -135,12 +151,19 @@ class Assistant:
             "raster": raster,
             "previous": previous.intent if previous is not None and not previous.refused else None,
         }
-        for update in self.graph.stream(payload, config, context=ctx, stream_mode="updates"):
-            yield "update", update
-        state = self.graph.get_state(config).values
+        # The final state comes with the stream ("values"), so it is not read back and decoded
+        # from the checkpoint.
+        state: dict[str, Any] = {}
+        for mode, chunk in self.graph.stream(
+            payload, config, context=ctx, stream_mode=["updates", "values"]
+        ):
+            if mode == "values":
+                state = chunk
+            else:
+                yield "update", chunk
         meter.server_pids = self.services.server_pids()  # servers started during the run
         seconds = time.perf_counter() - t0
-        yield "bundle", self._bundle(question, state, thread_id, seconds, meter)
+        yield "bundle", self._bundle(question, state, thread_id, seconds, meter, ctx.payloads)
 
     def ask(self, question: str, **kwargs: Any) -> AnswerBundle:
         bundle: AnswerBundle | None = None
@@ -151,7 +174,13 @@ class Assistant:
         return bundle
 
     def _bundle(
-        self, question: str, state: dict[str, Any], thread_id: str, seconds: float, meter: CostMeter
+        self,
+        question: str,
+        state: dict[str, Any],
+        thread_id: str,
+        seconds: float,
+        meter: CostMeter,
+        payloads: PayloadStore,
     ) -> AnswerBundle:
         plan = Plan.model_validate(state["plan"]) if state.get("plan") else Plan()
         results = state.get("results", {})
@@ -196,7 +225,7 @@ class Assistant:
             refusal_reason=state.get("refusal_reason") if status == "refused" else None,
             clarification=clar,
             answer=answer,
-            evidence=[Evidence.model_validate(e) for e in state.get("evidence", [])],
+            evidence=load_evidence(state, payloads),
             intent=state.get("intent") or None,
             parser_note=notes.get("parser", ""),
             plan=plan.steps,
@@ -205,7 +234,8 @@ class Assistant:
             writer_note=notes.get("writer", ""),
             llm_calls=calls,
             trace=trace,
-            layers=state.get("layers") or {"type": "FeatureCollection", "features": []},
+            layers=payloads.load(state.get("layers"))
+            or {"type": "FeatureCollection", "features": []},
             cost=cost,
             guardrails=guards,
             thread_id=thread_id,

@@ -44,6 +44,27 @@ class Settings(BaseSettings):
     vlm_model: str | None = None
     vlm_api_key: SecretStr | None = None
 
+    # Local transformers segmentation models (SegFormer-class folders saved with
+    # save_pretrained) for `segment`: "name=folder" pairs, or bare folders (named after the
+    # folder), separated by commas or the OS path separator.
+    segmentation_models: Annotated[dict[str, Path], NoDecode] = Field(default_factory=dict)
+
+    @field_validator("segmentation_models", mode="before")
+    @classmethod
+    def _named_folders(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            out: dict[str, Path] = {}
+            for chunk in value.split(os.pathsep):
+                for item in (p.strip() for p in chunk.split(",")):
+                    if item:
+                        name, sep, folder = item.partition("=")
+                        if not sep:  # a bare folder
+                            name, folder = "", name
+                        path = Path(folder.strip()).expanduser()
+                        out[name.strip() or path.name] = path
+            return out
+        return value
+
     # Planner and writer. "auto": the LLM when one is reachable (a configured endpoint, else
     # the embedded model when its packages are installed), the rules/template otherwise.
     planner: Literal["auto", "llm", "rules"] = "auto"

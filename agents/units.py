@@ -10,6 +10,7 @@ from __future__ import annotations
 from agents.intent import Intent
 from agents.schemas import Evidence
 from tools.base import Quantity
+from tools.numbers import sig
 
 AREA_PER_KM2 = {"ha": 100.0, "acre": 247.10538146717, "mi2": 0.38610215854245, "m2": 1e6}
 LENGTH_PER_KM = {"mi": 0.62137119223733, "m": 1000.0}
@@ -25,14 +26,6 @@ def to_km2(value: float, unit: str) -> float:
 def to_km(value: float, unit: str) -> float:
     """``value`` in ``unit`` (km, mi, m) as km."""
     return value if unit == "km" else value / LENGTH_PER_KM[unit]
-
-
-def _sig(x: float, digits: int = 3) -> float:
-    from math import floor, log10
-
-    if x == 0:
-        return 0.0
-    return round(x, max(0, digits - 1 - floor(log10(abs(x)))))
 
 
 def add_requested_units(ledger: list[Evidence], intent: Intent | None) -> None:
@@ -62,9 +55,11 @@ def add_requested_units(ledger: list[Evidence], intent: Intent | None) -> None:
                 else key
             )
             extra[f"{base}_{unit}"] = Quantity(
-                value=_sig(qv.value * factor),
+                value=sig(qv.value * factor, keep_whole=True),
                 unit=unit,
-                uncertainty=_sig(qv.uncertainty * factor) if qv.uncertainty else None,
+                uncertainty=sig(qv.uncertainty * factor, keep_whole=True)
+                if qv.uncertainty
+                else None,
                 note=f"converted from {key} ({qv.unit}) at 1 {qv.unit} = {factor:g} {unit}",
             )
         ev.values.update(extra)

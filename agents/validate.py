@@ -8,6 +8,7 @@ sample, since their real values do not exist yet).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,7 +34,7 @@ _SAMPLES: dict[str, Any] = {
 
 
 def validate_plan(
-    plan: Plan, catalog: dict[str, ToolSpec], max_steps: int, max_aoi_km2: float
+    plan: Plan, catalog: Mapping[str, ToolSpec], max_steps: int, max_aoi_km2: float
 ) -> list[str]:
     """All problems found (empty when the plan is valid)."""
     problems: list[str] = []

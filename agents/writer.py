@@ -98,7 +98,8 @@ def _mask_sentence(
             for e in ledger
             if e.kind == "scene"
             and ev.facts.get("scene_id")
-            and e.provenance.get("stac_item_id") == ev.facts.get("scene_id")
+            and e.provenance.scene is not None
+            and e.provenance.scene.stac_item_id == ev.facts.get("scene_id")
         ),
         None,
     )
@@ -265,7 +266,7 @@ def _figure_sentence(ev: Evidence) -> str:
     direction = "grew" if d > 0 else "shrank" if d < 0 else "did not change"
     start, end = q(ev, f"{base}_start_km2"), q(ev, f"{base}_end_km2")
     pct = f" ({q(ev, f'{base}_change_pct')})" if f"{base}_change_pct" in ev.values else ""
-    src = ", ".join(ev.provenance.get("derived_from", []))
+    src = ", ".join(ev.provenance.derived_from)
     return (
         f"Between the two dates the {label} area {direction}, from {start} to {end}: a change of "
         f"{q(ev, change_key, pm=True)}{pct} [{ev.id}] (derived from {src})."
@@ -292,7 +293,7 @@ def template_answer(
     scenes = [e for e in ledger if e.kind == "scene"]
 
     for fig in figures:
-        if fig.provenance.get("tool") == "coverage":
+        if fig.provenance.tool == "coverage":
             sentences += _coverage_sentences(fig, intent, ledger)
         else:
             sentences.append(_figure_sentence(fig))
@@ -344,7 +345,8 @@ def template_answer(
             "date" in c and "unknown" in c for c in caveats
         ):
             caveats.append(
-                f"The acquisition date of scene {s.provenance.get('stac_item_id', s.id)} is not "
+                f"The acquisition date of scene "
+                f"{s.provenance.scene.stac_item_id if s.provenance.scene else s.id} is not "
                 "recorded in the data, so it is reported as unknown."
             )
     caveats = _dedupe_caveats(caveats)

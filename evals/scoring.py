@@ -118,7 +118,7 @@ def _quoted(text: str) -> list[float]:
 
 
 def _evidence_text(ev: Evidence) -> str:
-    return " ".join([ev.title, *ev.facts.values(), json.dumps(ev.provenance, default=str)])
+    return " ".join([ev.title, *ev.facts.values(), ev.provenance.model_dump_json()])
 
 
 def _close(raw: str, value: float, rounded: list[float], quoted: list[float]) -> bool:

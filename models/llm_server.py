@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import ctypes
 import datetime as dt
 import fcntl
@@ -46,7 +47,6 @@ import logging
 import os
 import re
 import signal
-import contextlib
 import subprocess
 import sys
 import tempfile

@@ -1,6 +1,6 @@
 """Child server processes on loopback: a free port, and a stop that always reaps.
 
-Shared by the local STAC API (tools/stac_server.py) and the embedded LLM server
+Shared by the local STAC API (tools/catalog/server.py) and the embedded LLM server
 (models/llm_server.py); imports nothing of the project.
 """
 

@@ -1,4 +1,4 @@
-"""Model registry: what each model does, what it needs, where it comes from, under which license.
+"""Model registry: which models exist here, found by what they can do.
 
 In the style of torchgeo's ``list_models`` / ``get_weight``: one :class:`ModelCard` per
 model, tests parametrised over every entry. Built-in entries:
@@ -6,130 +6,63 @@ model, tests parametrised over every entry. Built-in entries:
 * ``ndwi``, ``ndvi``: spectral indices (no weights; see :mod:`models.spectral`);
 * ``ukis-csmask-{4b,6b}-{l1c,l2a}``: the ONNX cloud / shadow U-Nets shipped inside the
   installed ``ukis-csmask`` package (found in its folder; versions from its JSON files);
-* ``transformers-local`` entries: semantic segmentation models (SegFormer-class) in local
-  folders. They are registered only when the caller passes ``local_models`` (name -> folder);
-  this module never reads settings.
+* local transformers folders: semantic segmentation models (SegFormer-class) saved with
+  ``save_pretrained``. They are registered only when the caller passes ``local_models``
+  (name -> folder, from the ``segmentation_models`` setting); this module never reads
+  settings.
 
-Weight hashes are computed lazily (on first access of ``weights_sha256``) and cached per
-file path, size and modification time.
+Tools ask by capability (:meth:`ModelRegistry.find`: task, target, the bands at hand, the
+pixel size) and run what they get through the protocols of :mod:`models.protocols`
+(:meth:`ModelRegistry.segmenter`, :meth:`ModelRegistry.detector`), never by adapter kind.
+Other models (a local detector, say) join with :meth:`ModelRegistry.register`.
+
+Importing this module loads no model runtime (onnxruntime, torch, transformers): adapters
+import them when a model runs. Weight hashes are computed on first access and cached.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import math
 import re
-from collections.abc import Mapping
-from functools import cached_property, lru_cache
+from collections.abc import Callable, Mapping
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
-from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from typing import Any
 
 from models import csmask as _csmask
-from models.spectral import INDICES
+from models.cards import (
+    AdapterKind,
+    ModelCard,
+    ModelUnavailableError,
+    TaskKind,
+    UnknownModelError,
+    label_key,
+    weights_sha256,
+)
+from models.hf_segmentation import TransformersSegmenter
+from models.protocols import Detector, Segmenter
+from models.spectral import INDICES, SpectralIndexSegmenter
 
-TaskKind = Literal["segmentation", "detection", "vlm", "llm"]
-AdapterKind = Literal["spectral_index", "onnx", "transformers"]
+__all__ = [
+    "AdapterKind",
+    "LocalModels",
+    "ModelCard",
+    "ModelRegistry",
+    "ModelUnavailableError",
+    "TaskKind",
+    "UnknownModelError",
+    "get_model_card",
+    "list_models",
+    "transformers_local_card",
+    "weights_sha256",
+]
+
 LocalModels = Mapping[str, str | Path]
-
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt", ".pth", ".gguf")
-
-
-class UnknownModelError(KeyError):
-    """No model of that name is registered here."""
-
-    def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(name)
-        self.name = name
-        self.known = known
-
-    def __str__(self) -> str:
-        return f"unknown model {self.name!r}; known: {', '.join(self.known) or 'none'}"
-
-
-class ModelUnavailableError(RuntimeError):
-    """The model is registered but cannot run here (a package or a file is missing)."""
-
-
-class ModelCard(BaseModel):
-    """What a model is, what it needs and where it comes from."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    version: str
-    task: TaskKind
-    kind: AdapterKind = Field(description="Which adapter runs it")
-    targets: list[str] = Field(description="Classes it can map, e.g. ['water']")
-    license: str
-    source: str = Field(description="Where it comes from: package, paper, folder")
-    inputs: list[str] = Field(description="Common band names it reads, in order")
-    weights_path: str | None = None
-    reference: str | None = None
-    notes: str = ""
-    limitations: list[str] = Field(default_factory=list)
-    default_threshold: float | None = None
-    product_levels: list[str] = Field(
-        default_factory=list, description="Radiometric levels it expects (l1c: TOA, l2a: surface)"
-    )
-    native_gsd_m: float | None = Field(default=None, description="Resolution it was trained at")
-
-    @computed_field  # type: ignore[prop-decorator]
-    @cached_property
-    def weights_sha256(self) -> str | None:
-        """sha256 of the weights (computed on first access, cached per file)."""
-        return weights_sha256(self.weights_path) if self.weights_path else None
-
-    def provenance(self) -> dict[str, Any]:
-        """The model part of an evidence item's provenance."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "license": self.license,
-            "source": self.source,
-            "reference": self.reference,
-            "weights_sha256": self.weights_sha256,
-        }
-
-
-# ---- hashing -------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    # size and mtime are part of the cache key so a replaced file is hashed again.
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _sha_of(path: Path) -> str:
-    st = path.stat()
-    return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
-
-
-def weights_sha256(path: str | Path) -> str | None:
-    """sha256 of a weights file; for a folder, of its only weights file, or of the sorted
-    ``"<name> <sha256>"`` lines when it holds several. None when nothing is there."""
-    p = Path(path)
-    if p.is_file():
-        return _sha_of(p)
-    if not p.is_dir():
-        return None
-    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in _WEIGHT_SUFFIXES)
-    if not files:
-        return None
-    if len(files) == 1:
-        return _sha_of(files[0])
-    lines = "".join(f"{f.relative_to(p).as_posix()} {_sha_of(f)}\n" for f in files)
-    return hashlib.sha256(lines.encode()).hexdigest()
+# Builds the runnable model of a registered card (a Segmenter or a Detector).
+Loader = Callable[[ModelCard], Any]
 
 
 # ---- built-in entries ----------------------------------------------------------------------
@@ -154,6 +87,7 @@ def _spectral_cards() -> list[ModelCard]:
                 default_threshold=spec.default_threshold,
                 product_levels=["l1c", "l2a", "dn"],
                 limitations=_SPECTRAL_LIMITS[spec.name],
+                cloud_screen=True,
             )
         )
     return cards
@@ -238,6 +172,9 @@ def _builtin_cards() -> dict[str, ModelCard]:
 # ---- transformers models in local folders --------------------------------------------------
 
 
+# ---- transformers models in local folders --------------------------------------------------
+
+
 def _license_from_readme(folder: Path) -> str | None:
     """The ``license:`` of a Hugging Face model card's YAML front matter, if any."""
     readme = folder / "README.md"
@@ -269,7 +206,7 @@ def transformers_local_card(name: str, folder: str | Path) -> ModelCard:
             "segmentation head (architectures should end in ForSemanticSegmentation)"
         )
     id2label = config.get("id2label") or {}
-    labels = [_label_key(v) for _, v in sorted(id2label.items(), key=lambda kv: int(kv[0]))]
+    labels = [label_key(v) for _, v in sorted(id2label.items(), key=lambda kv: int(kv[0]))]
     return ModelCard(
         name=name,
         version=str(config.get("model_version") or "local"),
@@ -283,123 +220,119 @@ def transformers_local_card(name: str, folder: str | Path) -> ModelCard:
         notes="RGB in [0, 1], normalised with the folder's preprocessor mean/std "
         "(ImageNet's when absent); logits upsampled to the input size, argmax per pixel.",
         limitations=["quality depends on the model's training data; check its model card"],
+        builtin=False,
     )
 
 
-def _label_key(label: Any) -> str:
-    return re.sub(r"[\s\-]+", "_", str(label).strip().lower())
-
-
 def _local_cards(local_models: LocalModels | None) -> dict[str, ModelCard]:
-    out: dict[str, ModelCard] = {}
-    for name, folder in (local_models or {}).items():
-        out[name] = transformers_local_card(name, folder)
-    return out
+    return {
+        name: transformers_local_card(name, folder) for name, folder in (local_models or {}).items()
+    }
 
 
-# ---- public API ----------------------------------------------------------------------------
+# ---- the registry --------------------------------------------------------------------------
+
+
+class ModelRegistry:
+    """The built-in models, the configured local folders and any registered extras."""
+
+    def __init__(self, local_models: LocalModels | None = None) -> None:
+        self.local_models = dict(local_models or {})
+        self._extra: dict[str, tuple[ModelCard, Loader]] = {}
+
+    def register(self, card: ModelCard, loader: Loader) -> None:
+        """Add a model: ``loader(card)`` builds its Segmenter or Detector when it is used."""
+        self._extra[card.name] = (card, loader)
+
+    def cards(self, task: TaskKind | None = None) -> list[ModelCard]:
+        """Built-in cards, then local folders, then registered ones, optionally by task.
+        Raises ``ValueError`` when a configured folder is not a segmentation model."""
+        cards = [
+            *_builtin_cards().values(),
+            *_local_cards(self.local_models).values(),
+            *(card for card, _ in self._extra.values()),
+        ]
+        return [c for c in cards if task is None or c.task == task]
+
+    def get(self, name: str) -> ModelCard:
+        """The card of a model by exact name; raises :class:`UnknownModelError`."""
+        builtin = _builtin_cards()
+        if name in builtin:
+            return builtin[name]
+        if name in self.local_models:
+            return transformers_local_card(name, self.local_models[name])
+        if name in self._extra:
+            return self._extra[name][0]
+        raise UnknownModelError(name, [*builtin, *self.local_models, *self._extra])
+
+    def targets(self, task: TaskKind = "segmentation") -> tuple[str, ...]:
+        """Every target some model of the task maps, in registry order."""
+        return tuple(dict.fromkeys(t for c in self.cards(task) for t in c.targets))
+
+    def find(
+        self,
+        task: TaskKind,
+        *,
+        target: str | None = None,
+        bands: set[str] | None = None,
+        gsd_m: float | None = None,
+        product_level: str | None = None,
+    ) -> list[ModelCard]:
+        """Cards that can do ``task`` for ``target`` on data with ``bands`` (all their inputs
+        present) and ``product_level``, best first: built-in before local, more of the
+        available bands used, then a native resolution closest to ``gsd_m``."""
+
+        def fits(c: ModelCard) -> bool:
+            return (
+                (target is None or target in c.targets)
+                and (bands is None or set(c.inputs) <= bands)
+                and (
+                    product_level is None
+                    or not c.product_levels
+                    or product_level in c.product_levels
+                )
+            )
+
+        def rank(c: ModelCard) -> tuple[bool, int, float]:
+            scale = abs(math.log(c.native_gsd_m / gsd_m)) if c.native_gsd_m and gsd_m else 0.0
+            return (not c.builtin, -len(c.inputs), scale)
+
+        return sorted((c for c in self.cards(task) if fits(c)), key=rank)
+
+    def segmenter(
+        self, card: ModelCard, *, exact: bool = True, threads: int | None = None
+    ) -> Segmenter:
+        """The runnable model of a segmentation card. ``exact=False`` lets a model family
+        pick its variant from the data (the cloud U-Nets: by bands and product level)."""
+        if card.name in self._extra:
+            seg: Segmenter = self._extra[card.name][1](card)
+            return seg
+        if card.task != "segmentation":
+            raise ValueError(f"{card.name} is a {card.task} model, not a segmentation model")
+        if card.kind == "spectral_index":
+            return SpectralIndexSegmenter(card)
+        if card.kind == "onnx":
+            return _csmask.CSMaskSegmenter(card, self.get, exact=exact, threads=threads)
+        return TransformersSegmenter(card)
+
+    def detector(self, card: ModelCard) -> Detector:
+        """The runnable model of a detection card (registered ones only, for now)."""
+        if card.name not in self._extra:
+            raise ModelUnavailableError(f"no adapter runs the detection model {card.name} here")
+        det: Detector = self._extra[card.name][1](card)
+        return det
+
+
+# ---- module-level shortcuts (no local folders unless given) --------------------------------
 
 
 def list_models(
     task: TaskKind | None = None, local_models: LocalModels | None = None
 ) -> list[ModelCard]:
     """All registered cards (built-in, then local transformers folders), optionally by task."""
-    cards = list(_builtin_cards().values()) + list(_local_cards(local_models).values())
-    return [c for c in cards if task is None or c.task == task]
+    return ModelRegistry(local_models).cards(task)
 
 
 def get_model_card(name: str, local_models: LocalModels | None = None) -> ModelCard:
     """The card of a model by exact name; raises :class:`UnknownModelError` with known names."""
-    builtin = _builtin_cards()
-    if name in builtin:
-        return builtin[name]
-    if local_models and name in local_models:
-        return transformers_local_card(name, local_models[name])
-    known = list(builtin) + list(local_models or {})
-    raise UnknownModelError(name, known)
-
-
-def models_for_target(target: str, local_models: LocalModels | None = None) -> list[ModelCard]:
-    return [c for c in list_models("segmentation", local_models) if target in c.targets]
-
-
-# ---- transformers adapter ------------------------------------------------------------------
-
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class TransformersSegmenter:
-    """Runs a local ``AutoModelForSemanticSegmentation`` on an RGB array, tile by tile.
-
-    Input: float (rows, cols, 3) in [0, 1]. Output: class ids (rows, cols). Tiles of
-    ``tile`` pixels bound memory; they do not overlap, so seams are possible on objects
-    that cross tile edges.
-    """
-
-    def __init__(self, folder: str | Path, tile: int = 512) -> None:
-        try:
-            import torch
-            from transformers import AutoModelForSemanticSegmentation
-        except ImportError as exc:
-            raise ModelUnavailableError(
-                "running a transformers model needs torch and transformers: "
-                "pip install 'geoscout[torch]'"
-            ) from exc
-        path = Path(folder)
-        self._torch = torch
-        self.model = AutoModelForSemanticSegmentation.from_pretrained(
-            str(path), local_files_only=True
-        )
-        self.model.eval()
-        self.labels: dict[int, str] = {
-            int(k): _label_key(v) for k, v in self.model.config.id2label.items()
-        }
-        mean, std = _IMAGENET_MEAN, _IMAGENET_STD
-        pre = path / "preprocessor_config.json"
-        if pre.is_file():
-            cfg = json.loads(pre.read_text())
-            if cfg.get("do_normalize", True):
-                mean = tuple(cfg.get("image_mean", mean))
-                std = tuple(cfg.get("image_std", std))
-            else:
-                mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-        self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
-        self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
-        self.tile = tile
-
-    def predict(self, rgb: NDArray[np.floating]) -> NDArray[np.int64]:
-        if rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError("rgb must have shape (rows, cols, 3)")
-        torch = self._torch
-        x = (np.nan_to_num(rgb.astype(np.float32)) - self.mean) / self.std
-        rows, cols = x.shape[:2]
-        out = np.zeros((rows, cols), dtype=np.int64)
-        with torch.inference_mode():
-            for r0 in range(0, rows, self.tile):
-                for c0 in range(0, cols, self.tile):
-                    part = x[r0 : r0 + self.tile, c0 : c0 + self.tile]
-                    t = torch.from_numpy(np.ascontiguousarray(part.transpose(2, 0, 1)))[None]
-                    logits = self.model(pixel_values=t).logits
-                    up = torch.nn.functional.interpolate(
-                        logits, size=part.shape[:2], mode="bilinear", align_corners=False
-                    )
-                    out[r0 : r0 + part.shape[0], c0 : c0 + part.shape[1]] = up.argmax(dim=1)[
-                        0
-                    ].numpy()
-        return out
-
-
-@lru_cache(maxsize=2)
-def _segmenter(folder: str, mtime_ns: int) -> TransformersSegmenter:
-    return TransformersSegmenter(folder)
-
-
-def load_transformers_segmenter(card: ModelCard) -> TransformersSegmenter:
-    """Load (and keep the two most recent) local transformers models."""
-    if card.kind != "transformers" or not card.weights_path:
-        raise ValueError(f"{card.name} is not a local transformers model")
-    cfg = Path(card.weights_path) / "config.json"
-    if not cfg.is_file():
-        raise ModelUnavailableError(f"the model folder {card.weights_path} is gone")
-    return _segmenter(card.weights_path, cfg.stat().st_mtime_ns)
+    return ModelRegistry(local_models).get(name)

@@ -12,6 +12,8 @@ whose class depends on an arbitrary choice of threshold. The reported uncertaint
 half-range ``(A(t - delta) - A(t + delta)) / 2``. It measures sensitivity to the threshold
 only; it does not cover errors where the index itself is wrong (cloud shadow or dark roofs
 read as water, for example), which the caveats of the segment tool name separately.
+
+:class:`SpectralIndexSegmenter` runs a registered index as a model (see models/protocols.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
+from models.cards import ModelCard, ModelInputError
+from models.protocols import BandInput, Segmentation
 
 FloatArray = NDArray[np.floating]
 BoolArray = NDArray[np.bool_]
@@ -176,3 +181,46 @@ def area_with_sensitivity(
         threshold=threshold,
         delta=delta,
     )
+
+
+# ---- the Segmenter -------------------------------------------------------------------------
+
+
+class SpectralIndexSegmenter:
+    """A registered index as a :class:`~models.protocols.Segmenter`: score, then threshold."""
+
+    def __init__(self, card: ModelCard) -> None:
+        self._card = card
+        self.spec = INDICES[card.name]
+
+    @property
+    def card(self) -> ModelCard:
+        return self._card
+
+    @property
+    def purpose(self) -> str:
+        return f"{self.spec.name.upper()} ({self.spec.target})"
+
+    def bands_for(self, available: set[str]) -> tuple[str, ...]:
+        # Always the index's two bands: the reader says which of them the data lacks.
+        return self.spec.bands
+
+    def segment(self, data: BandInput, target: str, threshold: float | None = None) -> Segmentation:
+        spec = self.spec
+        if target != spec.target:
+            raise ModelInputError(f"{spec.name} maps {spec.target}, not {target}")
+        thr = spec.default_threshold if threshold is None else threshold
+        index, ok = compute_index(spec.name, dict(data.bands), data.valid)
+        valid = data.valid & ok
+        mask = threshold_mask(index, thr) & valid
+        return Segmentation(
+            card=self._card,
+            target=target,
+            mask=mask,
+            valid=valid,
+            method=f"{spec.formula(thr)}, per pixel on {data.description}",
+            short_method=f"{spec.name.upper()} > {thr:g} ({spec.reference.split(',')[0]})",
+            classes={target: mask},
+            scores=index,
+            threshold=thr,
+        )

@@ -1,8 +1,9 @@
-"""OpenAI-compatible vision-language model (VLM) client for visual grounding.
+"""Visual grounding with a vision-language model (VLM): a :class:`Detector` over the chat client.
 
-One call: an image (PNG bytes) and a text query go out as a chat message (the image as a
-base64 data URL); boxes come back as text, which is parsed here. Servers such as vLLM,
-llama.cpp, Ollama or LM Studio serving Qwen2.5-VL-class models speak this protocol.
+One call: a picture (PNG bytes) and a text query go out as one chat message through
+:class:`models.chat.OpenAIChatClient` (the image as a base64 data URL); boxes come back as
+text, which is parsed here. Servers such as vLLM, llama.cpp, Ollama or LM Studio serving
+Qwen2.5-VL-class models speak this protocol.
 
 The answer is untrusted text: only numbers and short plain labels are kept from it. Formats
 read (the common ones of grounding VLMs):
@@ -17,64 +18,24 @@ read (the common ones of grounding VLMs):
 
 Boxes are clipped to the image; empty boxes and exact repeats (a known failure mode of
 VLMs that loop) are dropped. Text that holds no readable boxes raises
-:class:`VLMError` ("bad_output"); an explicit empty list means "nothing found".
+:class:`ChatError` ("bad_output"); an explicit empty list means "nothing found".
 
 This module imports nothing of the project (models/ is the bottom layer).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import re
-import time
 import unicodedata
-from dataclasses import dataclass, field
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
-VLMErrorKind = Literal["unreachable", "timeout", "auth", "rejected", "server", "bad_output"]
+from models.chat import ChatError, OpenAIChatClient, user_message
+from models.json_text import json_values
+from models.protocols import ChatClient, Detection, Detections, Picture8
 
 MAX_DETECTIONS = 500
 MAX_LABEL_CHARS = 40
-
-
-class VLMError(Exception):
-    """A failed VLM call, with a kind the caller maps to its own error codes."""
-
-    def __init__(self, kind: VLMErrorKind, message: str) -> None:
-        super().__init__(message)
-        self.kind: VLMErrorKind = kind
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One box in pixels of the image sent: (x0, y0, x1, y1), x to the right, y down."""
-
-    label: str
-    score: float | None
-    box_px: tuple[float, float, float, float]
-
-
-@dataclass
-class GroundingAnswer:
-    """Parsed detections plus what provenance and cost accounting need."""
-
-    detections: list[Detection]
-    model: str
-    endpoint_host: str
-    seconds: float
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    answer_format: str = "unknown"
-    # What the server says its model is: data, sanitised; ``model`` is the configured name.
-    reported_model: str | None = None
-    dropped: int = 0  # boxes dropped as empty, outside the image or repeated
-    truncated: bool = False  # more than MAX_DETECTIONS boxes; the rest were dropped
-    finish_reason: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -96,7 +57,6 @@ _BOX_TOKENS = re.compile(
     r"<\|box_start\|>\s*\(\s*(?P<x1>[-\d.]+)\s*,\s*(?P<y1>[-\d.]+)\s*\)\s*,?\s*"
     r"\(\s*(?P<x2>[-\d.]+)\s*,\s*(?P<y2>[-\d.]+)\s*\)\s*<\|box_end\|>"
 )
-_FLAT_OBJECT = re.compile(r"\{[^{}]*\}")
 _BOX_KEYS = ("bbox_2d", "bbox", "box", "bounding_box", "box_2d_abs")
 _LABEL_KEYS = ("label", "name", "class", "category", "object", "type")
 _SCORE_KEYS = ("score", "confidence", "conf", "probability")
@@ -107,22 +67,6 @@ def _json_candidates(text: str) -> list[str]:
     """Text pieces that may hold JSON: fenced blocks first, else the whole answer."""
     blocks = [b.strip() for b in _FENCE.findall(text) if b.strip()]
     return blocks or [text.strip()]
-
-
-def _loads_lenient(piece: str) -> Any:
-    """json.loads, then the outermost [...] or {...}, then None."""
-    try:
-        return json.loads(piece)
-    except ValueError:
-        pass
-    for open_, close in (("[", "]"), ("{", "}")):
-        start, end = piece.find(open_), piece.rfind(close)
-        if 0 <= start < end:
-            try:
-                return json.loads(piece[start : end + 1])
-            except ValueError:
-                continue
-    return None
 
 
 def _items(data: Any) -> list[Any] | None:
@@ -185,10 +129,10 @@ def parse_detections(
 ) -> tuple[list[Detection], str, int, bool]:
     """Boxes from a VLM answer: (detections, format name, dropped count, truncated).
 
-    Raises VLMError("bad_output") when the answer holds no box structure at all.
+    Raises ChatError("bad_output") when the answer holds no box structure at all.
     """
     if not isinstance(text, str) or not text.strip():
-        raise VLMError("bad_output", "the vision model gave an empty answer")
+        raise ChatError("bad_output", "the vision model gave an empty answer")
     default_label = sanitize_label(default_label, "object")
     raw: list[tuple[list[float], str, float | None]] = []
     fmt = ""
@@ -206,25 +150,27 @@ def parse_detections(
     else:
         found_structure = False
         for piece in _json_candidates(text):
-            items = _items(_loads_lenient(piece))
-            if items is None:
-                # Truncated or malformed JSON (the model hit its token limit): salvage the
-                # complete flat objects that carry a box.
-                salvaged = [_loads_lenient(o) for o in _FLAT_OBJECT.findall(piece)]
-                items = [o for o in salvaged if isinstance(o, dict) and _parsed_item(o, "x")]
-                if not items:
+            # Each JSON value in the piece: one for a well-formed answer; the complete items
+            # of a list cut at the model's token limit; each list of an answer that has two.
+            values = list(json_values(piece))
+            groups = 0
+            for value in values:
+                items = _items(value)
+                if items is None:
                     continue
+                if _four_numbers(items) is not None:
+                    items = [items]  # one bare box
+                parsed_items = [p for p in (_parsed_item(i, default_label) for i in items) if p]
+                if items and not parsed_items:
+                    continue  # a list, but not of boxes (points, prose): not an answer
+                found_structure = True
+                groups += 1
+                raw.extend(parsed_items)
+            if groups and len(values) > 1:
                 fmt = "json objects salvaged from malformed JSON"
-            if _four_numbers(items) is not None:
-                items = [items]  # one bare box
-            parsed_items = [p for p in (_parsed_item(i, default_label) for i in items) if p]
-            if items and not parsed_items:
-                continue  # a list, but not of boxes (points, prose): not an answer
-            found_structure = True
-            raw.extend(parsed_items)
-            fmt = fmt or "json boxes (pixels)"
+            fmt = fmt or ("json boxes (pixels)" if groups else "")
         if not found_structure:
-            raise VLMError(
+            raise ChatError(
                 "bad_output",
                 "the vision model's answer holds no boxes GeoScout can read "
                 '(expected JSON like [{"bbox_2d": [x1, y1, x2, y2], "label": ...}])',
@@ -266,11 +212,17 @@ def render_prompt(template: str, query: str, width: int, height: int) -> str:
     )
 
 
-class VLMClient:
-    """A grounding client for one OpenAI-compatible endpoint and model."""
+class VLMDetector:
+    """A :class:`~models.protocols.Detector`: one vision model behind a chat client."""
 
-    def __init__(
-        self,
+    def __init__(self, client: ChatClient, prompt_template: str, max_tokens: int = 2048) -> None:
+        self.client = client
+        self.prompt_template = prompt_template
+        self.max_tokens = max_tokens
+
+    @classmethod
+    def at(
+        cls,
         base_url: str,
         model: str,
         prompt_template: str,
@@ -278,102 +230,40 @@ class VLMClient:
         api_key: str = "not-needed",
         timeout_s: float = 120.0,
         max_retries: int = 0,
-        max_tokens: int = 2048,
-    ) -> None:
-        """``timeout_s`` bounds one call (the whole exchange, connection to last byte);
-        ``max_retries`` is the openai client's own retry count, 0 by default: callers retry
-        through their one retry policy (tools/access.py), within their deadline."""
-        from openai import OpenAI
-
-        self.base_url = base_url
-        self.model = model
-        self.prompt_template = prompt_template
-        self.max_tokens = max_tokens
-        self.endpoint_host = urlsplit(base_url).netloc or base_url
-        self._client = OpenAI(
-            base_url=base_url,
-            api_key=api_key or "not-needed",
-            timeout=timeout_s,
-            max_retries=max_retries,
+    ) -> VLMDetector:
+        """A detector for a model at an OpenAI-compatible endpoint."""
+        client = OpenAIChatClient(
+            base_url, model, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries
         )
+        return cls(client, prompt_template)
 
-    def detect(self, image_png: bytes, query: str, width: int, height: int) -> list[Detection]:
-        """Boxes (pixels of the image sent) for ``query``; see :meth:`ground` for details."""
-        return self.ground(image_png, query, width, height).detections
+    @property
+    def name(self) -> str:
+        return self.client.model
 
-    def ground(self, image_png: bytes, query: str, width: int, height: int) -> GroundingAnswer:
-        """Ask the model for boxes and parse them. Raises VLMError on any failure."""
-        prompt = render_prompt(self.prompt_template, query, width, height)
-        data_url = "data:image/png;base64," + base64.b64encode(image_png).decode("ascii")
-        messages: Any = [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image_url", "image_url": {"url": data_url}},
-                    {"type": "text", "text": prompt},
-                ],
-            }
-        ]
-        t0 = time.perf_counter()
-        try:
-            resp = self._client.chat.completions.create(
-                model=self.model, messages=messages, temperature=0.0, max_tokens=self.max_tokens
-            )
-        except Exception as exc:
-            raise _vlm_error(exc, self.endpoint_host, self.model) from exc
-        seconds = time.perf_counter() - t0
-        try:
-            choice = resp.choices[0]
-            text = choice.message.content or ""
-            finish = choice.finish_reason
-        except (AttributeError, IndexError, TypeError) as exc:
-            raise VLMError(
-                "bad_output", f"the vision model at {self.endpoint_host} sent no answer"
-            ) from exc
-        dets, fmt, dropped, truncated = parse_detections(text, width, height, query)
-        usage = getattr(resp, "usage", None)
-        reported = getattr(resp, "model", None)
-        answer = GroundingAnswer(
+    def detect(self, picture: Picture8, query: str) -> Detections:
+        """Ask the model for boxes and parse them. Raises ChatError on any failure."""
+        w, h = picture.width, picture.height
+        prompt = render_prompt(self.prompt_template, query, w, h)
+        reply = self.client.complete(
+            [user_message(prompt, picture.png)], max_tokens=self.max_tokens, temperature=0.0
+        )
+        dets, fmt, dropped, truncated = parse_detections(reply.text, w, h, query)
+        answer = Detections(
             detections=dets,
-            model=self.model,
-            reported_model=sanitize_label(reported, "") or None,
-            endpoint_host=self.endpoint_host,
-            seconds=seconds,
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
+            model=self.client.model,
+            seconds=reply.seconds,
             answer_format=fmt,
             dropped=dropped,
             truncated=truncated,
-            finish_reason=str(finish) if finish else None,
+            endpoint_host=self.client.endpoint_host,
+            reported_model=sanitize_label(reply.reported_model, "") or None,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            finish_reason=reply.finish_reason,
         )
-        if finish == "length":
+        if reply.finish_reason == "length":
             answer.notes.append(
                 "the model's answer was cut at its token limit: some boxes may be missing"
             )
         return answer
-
-
-def _vlm_error(exc: Exception, host: str, model: str) -> VLMError:
-    """Map openai exceptions to kinds, without echoing the server's text (untrusted)."""
-    import openai
-
-    if isinstance(exc, openai.APITimeoutError):
-        return VLMError("timeout", f"the vision model at {host} did not answer in time")
-    if isinstance(exc, openai.APIConnectionError):
-        return VLMError("unreachable", f"the vision model server at {host} could not be reached")
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return VLMError("auth", f"the vision model server at {host} refused the API key")
-    if isinstance(exc, openai.NotFoundError):
-        return VLMError("rejected", f"the server at {host} does not serve the model {model!r}")
-    if isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError):
-        return VLMError(
-            "rejected",
-            f"the server at {host} rejected the request for {model!r} (does it accept images?)",
-        )
-    if isinstance(exc, openai.APIStatusError):
-        return VLMError(
-            "server", f"the vision model server at {host} failed (HTTP {exc.status_code})"
-        )
-    return VLMError(
-        "server", f"the call to the vision model at {host} failed ({type(exc).__name__})"
-    )

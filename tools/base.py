@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tools.provenance import Provenance
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class EvidenceDraft(BaseModel):
     geometry: dict[str, Any] | None = Field(
         default=None, description="GeoJSON geometry, EPSG:4326, RFC 7946"
     )
-    provenance: dict[str, Any] = Field(default_factory=dict)
+    provenance: Provenance
     layer: dict[str, Any] | None = Field(
         default=None, description="GeoJSON FeatureCollection drawn on the map for this evidence"
     )
@@ -173,6 +175,39 @@ class ToolContext:
 ToolFn = Callable[[Any, ToolContext], ToolResult]
 
 
+class IntentView(Protocol):
+    """What a tool may read of a question's intent to say whether it is relevant.
+
+    ``agents.intent.Intent`` satisfies it; tools never import the agents layer.
+    """
+
+    @property
+    def targets(self) -> Sequence[str]: ...
+    @property
+    def objects(self) -> str | None: ...
+    @property
+    def on_image(self) -> bool: ...
+
+
+def label_text(value: Any, limit: int = 60) -> str | None:
+    """An argument as plain words for a step label; None for references ("@s1.aoi") and
+    shapes, which mean nothing to a person."""
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        value = ", ".join(value[:3])
+    if isinstance(value, str) and value.strip() and not value.startswith("@"):
+        text = " ".join(value.split())
+        return text[:limit] + ("…" if len(text) > limit else "")
+    return None
+
+
+def _always(intent: IntentView) -> bool:
+    return True
+
+
+def _run_label(name: str) -> Callable[[dict[str, Any]], str]:
+    return lambda args: f"Run {name}"
+
+
 @dataclass(frozen=True)
 class ToolSpec:
     """Everything about one tool in one place: schema, runner, description, prompt fragment.
@@ -190,13 +225,41 @@ class ToolSpec:
     outputs: dict[str, str]
     # Argument name -> type tags a reference in that argument may point to.
     accepts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A line for people (the app's step labels) from the arguments only.
+    label: Callable[[dict[str, Any]], str] | None = None
+    # Whether a question's intent can need this tool (the LLM planner's allowed set).
+    relevant: Callable[[IntentView], bool] = _always
+    # Measures inside an area: a step without ``aoi`` gets the geocoded place's aoi, since
+    # without it the whole image would be analysed, which answers another question.
+    needs_area: bool = False
+    # Arguments the LLM planner does not set (band lists, model names): defaults stay.
+    planner_hidden: frozenset[str] = frozenset()
+    # Optional numeric limits kept in an LLM plan only when the question states the number.
+    stated_only: frozenset[str] = frozenset()
+    # Closed vocabularies not written as ``Literal`` types (e.g. the targets models map).
+    arg_enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Evidence kinds this tool produces (what the merger and the render layer can expect).
+    produces: tuple[EvidenceKind, ...] = ()
+
+    def step_label(self, args: dict[str, Any]) -> str:
+        return (self.label or _run_label(self.name))(args)
+
+    def enums(self) -> dict[str, list[str]]:
+        """Closed vocabularies of the arguments, read from their ``Literal`` types."""
+        out: dict[str, list[str]] = {}
+        for name, info in self.args_schema.model_fields.items():
+            values = _literal_values(info.annotation)
+            if values:
+                out[name] = values
+        out.update({k: list(v) for k, v in self.arg_enums.items()})
+        return out
 
     def invoke(self, raw_args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         """Validate and run; any exception becomes a sanitised ToolResult (never leaks)."""
         try:
             args = self.args_schema.model_validate(raw_args)
         except ValidationError as exc:
-            return ToolResult.fail("invalid_args", _validation_message(exc))
+            return ToolResult.fail("invalid_args", validation_message(exc))
         try:
             return self.run(args, ctx)
         except GeoScoutToolError as exc:
@@ -222,7 +285,17 @@ class ToolSpec:
         )
 
 
-def _validation_message(exc: ValidationError) -> str:
+def _literal_values(annotation: Any) -> list[str]:
+    if get_origin(annotation) is Literal:
+        return [str(v) for v in get_args(annotation) if v is not None]
+    for arg in get_args(annotation):  # Optional[Literal[...]] and unions
+        if get_origin(arg) is Literal:
+            return [str(v) for v in get_args(arg) if v is not None]
+    return []
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A validation error as one short line for people (first five problems)."""
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err["loc"]) or "arguments"

@@ -3,7 +3,7 @@
 For "what can you do?", "what data do you have?" and for honest "I can't" answers ("I have no
 imagery of Paris; the nearest is 360 km away (WorldView-2, 1 m); here is what I can measure
 there"). It reads the same STAC API as ``stac_search`` through the same client code, the
-same local OSM sources as ``osm_overlay`` (its own :func:`~tools.osm_overlay.local_sources`),
+same local OSM sources as ``osm_overlay`` (its own :func:`~tools.osm.sources.local_sources`),
 and the deployment's configuration (profile, vision model, segmentation models).
 
 What a segmentation target needs is read from the model registry (each model card's
@@ -48,8 +48,10 @@ from tools.base import (
     ToolSpec,
 )
 from tools.geo import AOI, SceneRef, geodesic_area_km2, to_rfc7946
-from tools.osm_overlay import Source, local_sources
-from tools.raster import _is_remote, radiometry_for
+from tools.numbers import sig
+from tools.osm.sources import Source, local_sources
+from tools.provenance import Provenance
+from tools.raster import is_remote, radiometry_for
 from tools.segment import SUPPORTED_TARGETS, _local_models
 from tools.stac_search import (
     FETCH_CAP,
@@ -237,7 +239,7 @@ def _item(raw: dict[str, Any], cards: list[ModelCard], offline: bool) -> _Item:
         s, e = _parse_dt(props.get("start_datetime")), _parse_dt(props.get("end_datetime"))
         if s and e:
             start, end = s.date(), e.date()
-    remote = bool(scene.assets) and all(_is_remote(a.href) for a in scene.assets.values())
+    remote = bool(scene.assets) and all(is_remote(a.href) for a in scene.assets.values())
     measurable = measurable_targets(scene, _dtype(raw), cards)
     instruments = props.get("instruments")
     return _Item(
@@ -272,7 +274,7 @@ class _Collection:
         return text + (f", {undated} with no date" if undated else "")
 
     def gsds(self) -> list[float]:
-        return sorted({_sig(i.scene.gsd) for i in self.items if i.scene.gsd})
+        return sorted({sig(i.scene.gsd) for i in self.items if i.scene.gsd})
 
     def gsd_label(self) -> str:
         g = self.gsds()
@@ -320,12 +322,6 @@ class _Collection:
             return "no segment target with these bands"
         n = len(self.items)
         return ", ".join(t if c == n else f"{t} ({c} of {n} scenes)" for t, c in m.items())
-
-
-def _sig(value: float, digits: int = 3) -> float:
-    if value == 0 or not math.isfinite(value):
-        return value
-    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
 
 
 def _collection_meta(client: Any, url: str) -> dict[str, dict[str, Any]]:
@@ -625,21 +621,21 @@ def run(args: CoverageArgs, ctx: ToolContext) -> ToolResult:
     union = unary_union([fp for fp in footprints if fp is not None])
     geometry = to_rfc7946(union) if not union.is_empty else None
     layer = {"type": "FeatureCollection", "features": features}
-    provenance = {
-        "tool": NAME,
-        "source": "STAC",
-        "stac_api_url": shown_url,
-        "profile": ctx.profile,
-        "items_read": len(items),
-        "item_cap": ITEM_CAP,
-        "capped": capped,
-        "collections_filter": wanted,
-        "osm_sources": [
-            {k: v for k, v in s.describe().items() if k != "path"} for s in osm_sources
-        ],
-        "segmentation_models": [c.name for c in cards],
-        "arguments": args.model_dump(mode="json", exclude_none=True),
-    }
+    provenance = Provenance(
+        tool=NAME,
+        source="STAC",
+        arguments=args.model_dump(mode="json", exclude_none=True),
+        sources=[s.vector_source() for s in osm_sources],
+        details={
+            "stac_api_url": shown_url,
+            "profile": ctx.profile,
+            "items_read": len(items),
+            "item_cap": ITEM_CAP,
+            "capped": capped,
+            "collections_filter": wanted,
+            "segmentation_models": [c.name for c in cards],
+        },
+    )
     title = (
         f"Data and capabilities: {len(ordered)} imagery collection(s), {len(items)} scene(s)"
         + (f", {len(osm_sources)} local map source(s)" if offline else ", OSM online")
@@ -797,8 +793,8 @@ def _aoi_report(
                 "id": i.sid,
                 "collection": i.coll,
                 "dates": i.date_label,
-                "gsd_m": _sig(i.scene.gsd) if i.scene.gsd else None,
-                "covers_pct": _sig(
+                "gsd_m": sig(i.scene.gsd) if i.scene.gsd else None,
+                "covers_pct": sig(
                     100 * geodesic_area_km2(i.footprint.intersection(aoi_shape)) / aoi_km2
                 ),
                 "measurable": list(i.measurable),
@@ -814,7 +810,7 @@ def _aoi_report(
     if over:
         shown = [
             f"{i.sid} ({i.coll}, {i.date_label}, "
-            + (f"{_sig(i.scene.gsd):g} m" if i.scene.gsd else "resolution unknown")
+            + (f"{sig(i.scene.gsd):g} m" if i.scene.gsd else "resolution unknown")
             + (", pixels online only" if offline and i.remote else "")
             + ")"
             for i in over[: args.limit]
@@ -862,7 +858,7 @@ def _aoi_report(
         ]
         if covering:
             covered = unary_union([s.extent for s in covering]).intersection(aoi_shape)
-            pct = _sig(min(100.0, 100 * geodesic_area_km2(covered) / aoi_km2))
+            pct = sig(min(100.0, 100 * geodesic_area_km2(covered) / aoi_km2))
             values["aoi_osm_covered_pct"] = Quantity(value=pct, unit="%")
             facts["aoi_osm"] = f"{pct:g}% of the area covered by " + ", ".join(
                 f"{_osm_name(s)} ({_osm_holds(s)})" for s in covering
@@ -879,7 +875,7 @@ def _aoi_report(
             dists = nearest_distances(aoi_shape, [s.extent for s in osm_sources])
             if dists:
                 j = int(np.argmin([d.km for d in dists]))
-                km = _sig(dists[j].km)
+                km = sig(dists[j].km)
                 values["nearest_osm_km"] = Quantity(value=km, unit="km")
                 out["nearest_osm"] = {
                     "name": _osm_name(osm_sources[j]),
@@ -925,10 +921,10 @@ def _nearest_by_collection(
         {
             "collection": i.coll,
             "item": i.sid,
-            "km": _sig(d.km),
+            "km": sig(d.km),
             "bearing_deg": round(d.bearing_deg, 1),
             "direction": d.direction,
-            "gsd_m": _sig(i.scene.gsd) if i.scene.gsd else None,
+            "gsd_m": sig(i.scene.gsd) if i.scene.gsd else None,
             "dates": i.date_label,
             "measurable": list(i.measurable),
         }
@@ -957,6 +953,9 @@ SPEC = ToolSpec(
     ),
     outputs={"aoi": "aoi", "coverage": "coverage"},
     accepts={"aoi": ("aoi", "geometry", "scene")},
+    label=lambda args: "Looking up the data and tools available",
+    stated_only=frozenset({"limit"}),
+    produces=("figure",),
 )
 
 

@@ -10,11 +10,14 @@ import calendar
 import datetime as dt
 import math
 import re
+from functools import lru_cache
 from typing import Any
 
 import shapely
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pyproj import Geod
+from pyproj import CRS, Geod
+from pyproj.aoi import AreaOfInterest
+from pyproj.database import query_utm_crs_info
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
@@ -117,6 +120,47 @@ def geodesic_area_km2(geom: BaseGeometry) -> float:
 
 def geodesic_length_km(geom: BaseGeometry) -> float:
     return float(_GEOD.geometry_length(geom)) / 1000.0
+
+
+def polygonal(geom: BaseGeometry) -> BaseGeometry:
+    """The polygon parts of a geometry (empty when it has none): what has an area."""
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
+
+
+# Beyond the UTM latitudes: an equal-area world CRS (areas stay right, lengths roughly).
+_POLAR_CRS = 6933
+
+
+def utm_crs(geom: BaseGeometry) -> CRS:
+    """The WGS 84 UTM zone holding a lon/lat geometry's centroid, from the PROJ database.
+
+    On a zone edge the eastern zone wins and the equator counts as north, as in the plain
+    6-degree grid (the PROJ database has no Norway/Svalbard exceptions, which change nothing
+    measurable here). Beyond 80 S / 84 N, where UTM is not defined: EPSG:6933.
+    """
+    c = geom.centroid if not geom.is_empty else geom
+    return CRS.from_epsg(_utm_epsg(round(float(c.x), 6), round(float(c.y), 6)))
+
+
+@lru_cache(maxsize=256)
+def _utm_epsg(lon: float, lat: float) -> int:
+    # The PROJ database query costs ~60 ms; a question measures the same area many times.
+    found = query_utm_crs_info(
+        datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat)
+    )
+    # Zones of the point's own hemisphere (both answer on the equator).
+    south = lat < 0
+    zones = [
+        (z.area_of_use.west, z.code)
+        for z in found
+        if z.area_of_use is not None and z.name.endswith("S") == south
+    ]
+    if not zones:
+        return _POLAR_CRS
+    return int(max(zones)[1])
 
 
 def to_rfc7946(geom: BaseGeometry) -> dict[str, Any]:

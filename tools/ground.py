@@ -4,11 +4,12 @@ The AOI window of the image is read as true colour (tools/raster.py: windowed, p
 budget, allowed folders), stretched to 8 bits, resized so that each side is a multiple of
 28 pixels (the patch size of Qwen2-VL-class models: their absolute pixel coordinates then
 refer to exactly the image sent) with the long side between 448 and 1008 pixels, and sent
-with the query to the configured OpenAI-compatible vision-language model (models/vlm.py).
-Each returned pixel box goes back through the window's affine transform to the raster CRS
-and then to EPSG:4326.
+with the query to a :class:`models.protocols.Detector`: the configured OpenAI-compatible
+vision-language model (models/vlm.py), or a detector registered in the model registry by
+capability (task "detection"; none ships today). Each returned pixel box goes back through
+the window's affine transform to the raster CRS and then to EPSG:4326.
 
-Without a configured VLM the tool says so ("unavailable") and what would work instead. The
+Without a detector the tool says so ("unavailable") and what would work instead. The
 model's text is untrusted: only parsed numbers and sanitised short labels are kept.
 """
 
@@ -30,20 +31,27 @@ from pyproj import Transformer
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.ops import unary_union
 
-from models.vlm import MAX_DETECTIONS, Detection, GroundingAnswer, VLMClient, VLMError
+from models.cards import ModelCard, ModelUnavailableError
+from models.chat import ChatError
+from models.protocols import Detection, Detections, Detector, Picture8
+from models.vlm import MAX_DETECTIONS, VLMDetector
 from prompts import load_prompt
 from tools import access
 from tools.access import AccessPolicy
 from tools.base import (
     EvidenceDraft,
     GeoScoutToolError,
+    IntentView,
     Quantity,
     ToolContext,
     ToolResult,
     ToolSpec,
+    label_text,
 )
 from tools.geo import AOI, SceneRef, geodesic_area_km2, to_rfc7946
+from tools.provenance import ModelSource, Provenance, SceneSource
 from tools.raster import Grid, read_bands, scene_from_raster
+from tools.segment import model_registry, model_source
 
 PROMPT_NAME = "ground_vlm"
 PATCH = 28  # Qwen2/2.5-VL patch size: sides that are multiples of it are not resized again
@@ -301,7 +309,7 @@ def match_label(label: str, query: str) -> str | None:
     return head if any(w in vocabulary for w in _words(label)) else None
 
 
-def _tool_error(exc: VLMError, host: str, model: str) -> GeoScoutToolError:
+def _tool_error(exc: ChatError, host: str, model: str) -> GeoScoutToolError:
     if exc.kind == "unreachable":
         return GeoScoutToolError(
             "service_unreachable",
@@ -358,7 +366,8 @@ def run(args: GroundArgs, ctx: ToolContext) -> ToolResult:
                 hint=f"Use imagery of {_sig(args.min_object_m / MIN_PIXELS_PER_OBJECT, 2):g} m per pixel "
                 "or finer (aerial or drone images).",
             )
-    if ctx.vlm is None:
+    local = _local_detector(args, ctx)
+    if local is None and ctx.vlm is None:
         return ToolResult.fail("unavailable", UNAVAILABLE_MESSAGE, hint=UNAVAILABLE_HINT)
     caveats: list[str] = []
     if args.scene is not None:
@@ -369,7 +378,18 @@ def run(args: GroundArgs, ctx: ToolContext) -> ToolResult:
         caveats += guessed
     picture = read_picture(scene, args.aoi, ctx)
     caveats += picture.caveats
+    image = Picture8(picture.png, picture.width, picture.height)
 
+    if local is not None:
+        card, detector = local
+        try:
+            answer = detector.detect(image, args.query)
+        except ModelUnavailableError as exc:
+            raise GeoScoutToolError("unavailable", str(exc), exc.hint) from exc
+        source = model_source(card).model_copy(update={"seconds": round(answer.seconds, 3)})
+        return _result(args, ctx, scene, picture, answer, source, None, caveats)
+
+    assert ctx.vlm is not None
     model = args.model or ctx.vlm.model
     prompt = load_prompt(PROMPT_NAME)
     # One timeout and retry policy for every network client (tools/access.py): the vision
@@ -378,7 +398,7 @@ def run(args: GroundArgs, ctx: ToolContext) -> ToolResult:
     policy = AccessPolicy.from_context(ctx)
     policy.check_url(ctx.vlm.base_url, endpoint=True)
     policy.check_time("finding objects")
-    client = VLMClient(
+    vlm = VLMDetector.at(
         ctx.vlm.base_url,
         model,
         prompt,
@@ -386,16 +406,49 @@ def run(args: GroundArgs, ctx: ToolContext) -> ToolResult:
         timeout_s=policy.timeout(ctx.vlm.timeout_s),
         max_retries=0,
     )
+    host = vlm.client.endpoint_host
     try:
         answer = access.run_with_retry(
             policy,
-            lambda: client.ground(picture.png, args.query, picture.width, picture.height),
-            (VLMError,),
-            when=lambda e: isinstance(e, VLMError) and e.kind == "unreachable",
+            lambda: vlm.detect(image, args.query),
+            (ChatError,),
+            when=lambda e: isinstance(e, ChatError) and e.kind == "unreachable",
         )
-    except VLMError as exc:
-        raise _tool_error(exc, client.endpoint_host, model) from exc
-    return _result(args, ctx, scene, picture, answer, prompt, caveats)
+    except ChatError as exc:
+        raise _tool_error(exc, host, model) from exc
+    source = ModelSource(
+        name=answer.model,
+        version="not reported by the endpoint",
+        license=f"not reported by the endpoint; see the model card of {answer.model}",
+        endpoint_host=answer.endpoint_host,
+        endpoint_says_model=answer.reported_model,
+        seconds=round(answer.seconds, 3),
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+    )
+    prompt_record = {"name": PROMPT_NAME, "sha256": hashlib.sha256(prompt.encode()).hexdigest()}
+    return _result(args, ctx, scene, picture, answer, source, prompt_record, caveats)
+
+
+def _local_detector(args: GroundArgs, ctx: ToolContext) -> tuple[ModelCard, Detector] | None:
+    """A detector registered by capability (task "detection") in the model registry: the
+    one ``model`` names, else the best one when no vision model endpoint is configured."""
+    registry = model_registry(ctx)
+    try:
+        cards = registry.find("detection")
+    except ValueError:  # a broken segmentation folder: segment reports it, not ground
+        return None
+    named = [c for c in cards if c.name == args.model]
+    if named:
+        card = named[0]
+    elif cards and ctx.vlm is None:
+        card = cards[0]
+    else:
+        return None
+    try:
+        return card, registry.detector(card)
+    except ModelUnavailableError as exc:
+        raise GeoScoutToolError("unavailable", str(exc), exc.hint) from exc
 
 
 def _box_polygon(det: Detection, picture: Picture, to_ll: Transformer) -> Polygon:
@@ -410,8 +463,9 @@ def _result(
     ctx: ToolContext,
     scene: SceneRef,
     picture: Picture,
-    answer: GroundingAnswer,
-    prompt: str,
+    answer: Detections,
+    model: ModelSource,
+    prompt: dict[str, str] | None,
     caveats: list[str],
 ) -> ToolResult:
     to_ll = Transformer.from_crs(picture.grid.crs, "EPSG:4326", always_xy=True)
@@ -458,10 +512,11 @@ def _result(
         "query": args.query,
         "scene_id": scene.id,
         "acquisition_date": date,
-        "endpoint": answer.endpoint_host,
         "answer_format": answer.answer_format,
         "target": head,
     }
+    if answer.endpoint_host is not None:
+        facts["endpoint"] = answer.endpoint_host
     caveats = [
         f"Boxes are unverified output of the vision-language model {answer.model}: they were "
         "not checked against labels, and such models miss objects and mislabel others.",
@@ -482,32 +537,7 @@ def _result(
         caveats.append("The model gives no confidence scores.")
 
     g = picture.grid
-    provenance: dict[str, Any] = {
-        "tool": "ground",
-        "args": {
-            **args.model_dump(mode="json", exclude={"scene"}),
-            "scene": scene.id if args.scene is not None else None,
-        },
-        "model": {
-            "name": answer.model,
-            "endpoint_host": answer.endpoint_host,
-            "version": "not reported by the endpoint",
-            "endpoint_says_model": answer.reported_model,
-            "license": f"not reported by the endpoint; see the model card of {answer.model}",
-            "seconds": round(answer.seconds, 3),
-            "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-        },
-        "prompt": {"name": PROMPT_NAME, "sha256": hashlib.sha256(prompt.encode()).hexdigest()},
-        "scene": {
-            "id": scene.id,
-            "collection": scene.collection,
-            "datetime": scene.datetime,
-            "gsd": scene.gsd,
-            "license": scene.license,
-            "self_href": scene.self_href,
-            "hrefs": sorted({a.href for a in scene.assets.values()}),
-        },
+    details: dict[str, Any] = {
         "pixel_window": {
             "crs": g.crs.to_string(),
             "transform": [
@@ -525,6 +555,20 @@ def _result(
             "bands": picture.bands,
         },
     }
+    if prompt is not None:
+        details["prompt"] = prompt
+    provenance = Provenance(
+        tool="ground",
+        scene=SceneSource.from_scene(scene, ctx.stac_url if args.scene is not None else None),
+        model=model,
+        method=f"boxes for {args.query!r} from {answer.model} ({answer.answer_format}), "
+        "mapped from picture pixels through the window's transform to EPSG:4326",
+        arguments={
+            **args.model_dump(mode="json", exclude={"scene"}),
+            "scene": scene.id if args.scene is not None else None,
+        },
+        details=details,
+    )
     layer = {"type": "FeatureCollection", "features": features}
     label_text = ", ".join(f"{n} {lab}" for lab, n in per_label.most_common(2))
     query = args.query[:1].upper() + args.query[1:]
@@ -559,6 +603,10 @@ def _sig(value: float, digits: int = 3) -> float:
     return float(round(value, digits - 1 - int(np.floor(np.log10(abs(value))))))
 
 
+def _relevant(intent: IntentView) -> bool:
+    return bool(intent.objects)
+
+
 SPEC = ToolSpec(
     name="ground",
     args_schema=GroundArgs,
@@ -575,4 +623,9 @@ SPEC = ToolSpec(
     ),
     outputs={"boxes": "geometry", "count": "count"},
     accepts={"scene": ("scene", "scenes"), "aoi": ("aoi", "geometry")},
+    label=lambda a: f"Looking for {label_text(a.get('query')) or 'objects'} in the image",
+    relevant=_relevant,
+    needs_area=True,
+    planner_hidden=frozenset({"model"}),
+    produces=("detections",),
 )

@@ -201,7 +201,8 @@ def resolve_local_path(path: str | Path, ctx: ToolContext) -> Path:
     return AccessPolicy.from_context(ctx).local_path(path)
 
 
-def _is_remote(href: str) -> bool:
+def is_remote(href: str) -> bool:
+    """The href names a remote file (http(s), cloud buckets, GDAL virtual file systems)."""
     return bool(re.match(r"^(https?|s3|gs|az)://", href, flags=re.I)) or href.startswith("/vsi")
 
 
@@ -565,7 +566,12 @@ def read_bands(
 
 
 def _read_window(ds: DatasetReader, idx: int, grid: Grid, rs: Resampling) -> NDArray[np.float32]:
-    """The grid's part inside the file, read as one window with ``out_shape`` resampling."""
+    """The grid's part inside the file, read as one window with ``out_shape`` resampling.
+
+    Not a WarpedVRT as for other CRSs: on the sample scenes a VRT gives the same values
+    (within 1e-4 reflectance) but counts 0.1-0.7 % more edge pixels as valid (S2 at 60 m:
+    104,975 vs 104,328), which would move every measured area; a plain window does not.
+    """
     arr = np.full(grid.shape, np.nan, dtype=np.float32)
     sl = _slice_within(grid, _bounds(ds.bounds))
     if sl is None:
@@ -602,6 +608,71 @@ def _read_warped(
     )
     data = vrt.read(idx, masked=True)
     return np.ma.filled(data.astype(np.float32), np.nan)
+
+
+def read_for_display(
+    ds: DatasetReader,
+    bands: Sequence[int],
+    dst_crs: CRS,
+    dst_transform: Affine,
+    width: int,
+    height: int,
+) -> NDArray[np.float32] | None:
+    """Bands (1-based) of an open file as float32 planes on a display grid, NaN outside.
+
+    For maps, not measurements: only the window the grid covers is read, at about the
+    grid's pixel size (``Resampling.average`` from the file's overviews when it is finer),
+    then warped bilinearly onto the grid, so a map of a large or remote file reads little.
+    Measurements use :func:`read_bands`, which reads at native resolution. None when the
+    file does not overlap the grid. ``ValueError`` for a file without CRS or too few bands.
+    """
+    from rasterio.windows import Window, from_bounds
+    from rasterio.windows import bounds as window_bounds
+
+    if ds.crs is None:
+        raise ValueError("the raster has no coordinate reference system")
+    if max(bands) > ds.count:
+        raise ValueError(f"band {max(bands)} asked of a {ds.count}-band raster")
+    xmin, ymax = dst_transform.c, dst_transform.f
+    xmax, ymin = xmin + width * dst_transform.a, ymax + height * dst_transform.e
+    left, bottom, right, top = transform_bounds(
+        dst_crs, ds.crs, xmin, ymin, xmax, ymax, densify_pts=21
+    )
+    win = from_bounds(left, bottom, right, top, ds.transform)
+    c0, r0 = max(0, math.floor(win.col_off)), max(0, math.floor(win.row_off))
+    c1 = min(ds.width, math.ceil(win.col_off + win.width))
+    r1 = min(ds.height, math.ceil(win.row_off + win.height))
+    if c1 <= c0 or r1 <= r0:
+        return None
+    win = Window(c0, r0, c1 - c0, r1 - r0)
+    # How many display pixels the window spans: read at about that size, no more.
+    wl, wb, wr, wt = transform_bounds(
+        ds.crs, dst_crs, *window_bounds(win, ds.transform), densify_pts=21
+    )
+    out_w = int(min(win.width, max(1, math.ceil((wr - wl) / dst_transform.a * 1.25))))
+    out_h = int(min(win.height, max(1, math.ceil((wt - wb) / -dst_transform.e * 1.25))))
+    data = ds.read(
+        list(bands),
+        window=win,
+        out_shape=(len(bands), out_h, out_w),
+        resampling=Resampling.average,
+        masked=True,
+    )
+    arr = np.ma.filled(data.astype(np.float32), np.nan)
+    src_transform = ds.window_transform(win) @ Affine.scale(win.width / out_w, win.height / out_h)
+    warped = np.full((len(bands), height, width), np.nan, dtype=np.float32)
+    reproject(
+        source=arr,
+        destination=warped,
+        src_transform=src_transform,
+        src_crs=ds.crs,
+        dst_transform=dst_transform,
+        dst_crs=dst_crs,
+        src_nodata=np.nan,
+        dst_nodata=np.nan,
+        resampling=Resampling.bilinear,
+    )
+    return warped
 
 
 def aoi_mask(grid: Grid, aoi: AOI) -> NDArray[np.bool_]:

@@ -1,13 +1,20 @@
 """The ``segment`` tool: pixel classes (water, vegetation, cloud, cloud shadow) in a scene.
 
-One scene or one raster, one target, one model: read the needed bands onto one grid over the
-AOI (:mod:`tools.raster`), classify (spectral index, ONNX cloud U-Net or a local transformers
-model), count areas from pixels (true ground areas: see ``Grid.pixel_area_km2``), vectorise
-the mask for the map and return one "mask" evidence item with full provenance.
+One scene or one raster, one target, one model: the model registry finds a model for the
+target and the bands at hand (:meth:`models.registry.ModelRegistry.find`); the bands it
+declares are read onto one grid over the AOI at its resolution (:mod:`tools.raster`); it
+classifies through the :class:`models.protocols.Segmenter` protocol (spectral index, ONNX
+cloud U-Net or a local transformers model, alike here); areas are counted from pixels (true
+ground areas: see ``Grid.pixel_area_km2``), the mask is vectorised for the map and one
+"mask" evidence item is returned with typed provenance.
+
+Local transformers models come from ``ctx.extra["segmentation_models"]`` (name -> folder),
+which the agents layer fills from the ``segmentation_models`` setting.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,25 +30,25 @@ from rasterio.warp import reproject
 from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 
-from models import csmask
-from models.registry import (
-    ModelCard,
-    ModelUnavailableError,
-    UnknownModelError,
-    get_model_card,
-    list_models,
-    load_transformers_segmenter,
+from models.cards import ModelCard, ModelInputError, ModelUnavailableError, UnknownModelError
+from models.protocols import BandInput, Segmentation, Segmenter
+from models.registry import ModelRegistry
+from models.spectral import area_with_sensitivity, masked_area, threshold_mask
+from tools.base import (
+    EvidenceDraft,
+    GeoScoutToolError,
+    IntentView,
+    Quantity,
+    ToolContext,
+    ToolResult,
+    ToolSpec,
+    label_text,
 )
-from models.spectral import (
-    INDICES,
-    area_with_sensitivity,
-    compute_index,
-    masked_area,
-    threshold_mask,
-)
-from tools.base import EvidenceDraft, GeoScoutToolError, Quantity, ToolContext, ToolResult, ToolSpec
 from tools.geo import AOI, SceneRef, to_rfc7946
+from tools.provenance import ModelSource, Provenance, SceneSource
 from tools.raster import BandStack, geometry_to_4326, read_bands, scene_from_raster
+
+log = logging.getLogger(__name__)
 
 # Loose words -> canonical targets supported offline ("|"-separated to keep the table short).
 _TARGET_WORDS: dict[str, tuple[str, ...]] = {
@@ -58,12 +65,9 @@ _TARGET_WORDS: dict[str, tuple[str, ...]] = {
 }
 _SYNONYMS = {word: target for target, words in _TARGET_WORDS.items() for word in words}
 SUPPORTED_TARGETS = tuple(_TARGET_WORDS)
-_DEFAULT_MODEL = {
-    "water": "ndwi",
-    "vegetation": "ndvi",
-    "cloud": "ukis-csmask",
-    "cloud_shadow": "ukis-csmask",
-}
+# The ONNX cloud U-Nets as one model: the variant is chosen from the data's bands and level.
+CSMASK_FAMILY = "ukis-csmask"
+_CLOUD_CLASSES = ("cloud", "cloud_shadow")
 _CSMASK_ALIASES = {"ukis-csmask", "csmask", "ukis_csmask", "ukis csmask", "cloudmask"}
 # Objects smaller than this many pixels are merged into their surroundings before vectorising.
 SIEVE_PIXELS = 4
@@ -141,55 +145,89 @@ def _local_models(ctx: ToolContext) -> dict[str, str]:
     return {str(k): str(v) for k, v in dict(raw).items()}
 
 
-def _choose_model(args: SegmentArgs, ctx: ToolContext) -> ModelCard | None:
-    """The card to run; None means "pick the ukis-csmask variant from the data"."""
-    name = args.model or _DEFAULT_MODEL.get(args.target)
-    if name is None:
-        raise GeoScoutToolError("invalid_args", f"no default model for target {args.target!r}")
-    if name == "ukis-csmask":
-        card = None
+def model_registry(ctx: ToolContext) -> ModelRegistry:
+    """The built-in models and the local folders configured for this deployment."""
+    return ModelRegistry(_local_models(ctx))
+
+
+def _family(card: ModelCard) -> str:
+    return CSMASK_FAMILY if card.name.startswith(CSMASK_FAMILY + "-") else card.name
+
+
+def _find(registry: ModelRegistry, target: str, scene: SceneRef) -> list[ModelCard]:
+    """Models for the target on this scene's bands, best first; when none fits the bands,
+    the best for the target anyway (reading its bands then says which are missing)."""
+    have = scene.available_bands()
+    try:
+        fits = registry.find("segmentation", target=target, bands=have, gsd_m=scene.gsd)
+        return fits or registry.find("segmentation", target=target)
+    except ValueError as exc:  # a configured folder that is not a segmentation model
+        log.warning("segment: local segmentation models ignored: %s", exc)
+        return _find(ModelRegistry(), target, scene)
+
+
+def _choose_model(
+    args: SegmentArgs, scene: SceneRef, registry: ModelRegistry
+) -> tuple[ModelCard, bool]:
+    """The card to run, and whether exactly that one (False: a family picks its variant)."""
+    if args.model is None:
+        found = _find(registry, args.target, scene)
+        if not found:
+            raise GeoScoutToolError("invalid_args", f"no model maps target {args.target!r}")
+        card = found[0]
+        return card, _family(card) == card.name
+    if args.model == CSMASK_FAMILY:
+        family = [c for c in ModelRegistry().cards("segmentation") if _family(c) == CSMASK_FAMILY]
+        if not family:
+            raise GeoScoutToolError(
+                "unavailable",
+                "ukis-csmask is not installed; install it with: pip install 'ukis-csmask[cpu]==1.0.0'",
+                "pip install 'ukis-csmask[cpu]==1.0.0'",
+            )
+        if args.target in family[0].targets:
+            fits = [c for c in _find(ModelRegistry(), args.target, scene) if c in family]
+            return (fits or family)[0], False
+        card, exact = family[0], False
     else:
-        local = _local_models(ctx)
         try:
-            card = get_model_card(name, local)
+            card, exact = registry.get(args.model), True
         except UnknownModelError as exc:
-            names = [c.name for c in list_models("segmentation", local)]
+            names = [c.name for c in ModelRegistry().cards("segmentation")] + list(
+                registry.local_models
+            )
             raise GeoScoutToolError(
                 "invalid_args",
-                f"unknown segmentation model {name!r}",
-                f"use one of: {', '.join(['ukis-csmask', *names])}",
+                f"unknown segmentation model {args.model!r}",
+                f"use one of: {', '.join([CSMASK_FAMILY, *names])}",
                 candidates=names,
             ) from exc
         except ValueError as exc:  # a configured folder that is not a segmentation model
             raise GeoScoutToolError(
-                "unavailable", f"model {name!r} cannot be loaded: {exc}"
+                "unavailable", f"model {args.model!r} cannot be loaded: {exc}"
             ) from exc
-    targets = card.targets if card else ["cloud", "cloud_shadow"]
-    if args.target not in targets:
-        label = card.name if card else "ukis-csmask"
+    if args.target not in card.targets:
+        label = card.name if exact else CSMASK_FAMILY
+        best = _find(registry, args.target, scene)
         raise GeoScoutToolError(
             "unsupported",
-            f"model {label} does not map {args.target}; it maps {', '.join(targets)}",
-            f"for {args.target} use {_DEFAULT_MODEL.get(args.target, 'a model with that label')}",
+            f"model {label} does not map {args.target}; it maps {', '.join(card.targets)}",
+            f"for {args.target} use {_family(best[0]) if best else 'a model with that label'}",
         )
-    return card
+    return card, exact
 
 
 # ---- classification ------------------------------------------------------------------------
 
 
 @dataclass
-class _Classified:
-    """What a classifier hands to the evidence builder."""
+class _Measured:
+    """A segmentation turned into the figures of the evidence item."""
 
+    seg: Segmentation
     stack: BandStack
-    card: ModelCard
     mask: NDArray[np.bool_]  # the target class, inside valid
-    valid: NDArray[np.bool_]  # pixels that were analysed
     values: dict[str, Quantity]
     method: str
-    short_method: str
-    threshold: float | None
     caveats: list[str]
     helpers: list[ModelCard] = field(default_factory=list)  # e.g. the cloud screen
 
@@ -205,21 +243,82 @@ def _pct(part: float, whole: float) -> float:
     return 100.0 * part / whole if whole > 0 else 0.0
 
 
-def _run_index(
-    args: SegmentArgs, scene: SceneRef, card: ModelCard, ctx: ToolContext
-) -> _Classified:
-    spec = INDICES[card.name]
-    stack = read_bands(
-        scene, spec.bands, ctx, aoi=args.aoi, purpose=f"{spec.name.upper()} ({args.target})"
+def _threads(ctx: ToolContext) -> int | None:
+    threads = ctx.extra.get("threads")
+    return int(threads) if threads else None
+
+
+def _band_input(stack: BandStack) -> BandInput:
+    rad = stack.radiometry
+    return BandInput(
+        bands=stack.bands,
+        valid=stack.valid,
+        gsd_m=stack.grid.ground_resolution_m(),
+        reflectance=rad.kind == "reflectance",
+        product_level=rad.product_level,
+        description=rad.describe(),
     )
-    thr = spec.default_threshold if args.threshold is None else args.threshold
-    index, ok = compute_index(spec.name, stack.bands, stack.valid)
-    valid = stack.valid & ok
+
+
+def _read_for(
+    segmenter: Segmenter, args: SegmentArgs, scene: SceneRef, ctx: ToolContext
+) -> BandStack:
+    """The bands the model declares, at its resolution, checked against what it needs."""
+    have = scene.available_bands()
+    try:
+        order = segmenter.bands_for(have)
+    except ModelInputError as exc:
+        raise GeoScoutToolError(
+            "unsupported",
+            f"{exc.message}; scene {scene.id} has {', '.join(sorted(have)) or 'no named bands'}",
+            exc.hint,
+        ) from exc
+    card = segmenter.card
+    stack = read_bands(
+        scene,
+        order,
+        ctx,
+        aoi=args.aoi,
+        resolution_m=card.native_gsd_m,
+        purpose=segmenter.purpose,
+    )
+    rad = stack.radiometry
+    if card.needs_reflectance() and (rad.kind != "reflectance" or rad.product_level is None):
+        raise GeoScoutToolError(
+            "unsupported",
+            f"{segmenter.purpose} needs calibrated satellite reflectance; {scene.id} holds "
+            f"{rad.name}",
+            "use a Sentinel-2 or Landsat scene",
+        )
+    return stack
+
+
+def _run_model(segmenter: Segmenter, stack: BandStack, args: SegmentArgs) -> Segmentation:
+    try:
+        return segmenter.segment(_band_input(stack), args.target, args.threshold)
+    except ModelInputError as exc:
+        raise GeoScoutToolError("unsupported", exc.message, exc.hint) from exc
+    except ModelUnavailableError as exc:
+        raise GeoScoutToolError("unavailable", str(exc), exc.hint) from exc
+
+
+def _measure(
+    args: SegmentArgs,
+    scene: SceneRef,
+    ctx: ToolContext,
+    registry: ModelRegistry,
+    card: ModelCard,
+    exact: bool,
+) -> _Measured:
+    segmenter = registry.segmenter(card, exact=exact, threads=_threads(ctx))
+    stack = _read_for(segmenter, args, scene, ctx)
+    seg = _run_model(segmenter, stack, args)
     pa = stack.grid.pixel_area_km2()
-    caveats: list[str] = []
-    screen = _cloud_screen(args, scene, stack, ctx, caveats)
+    t = args.target
+    caveats = list(seg.notes)
+    valid = seg.valid
+    screen = _cloud_screen(args, scene, stack, ctx, caveats) if card.cloud_screen else None
     if screen is not None:
-        valid_before = valid
         valid = valid & ~screen.obscured
         if not valid.any():
             raise GeoScoutToolError(
@@ -227,32 +326,55 @@ def _run_index(
                 f"the area of interest is entirely under cloud or cloud shadow in scene {scene.id}",
                 "choose a clearer scene (stac_search with max_cloud) or another date",
             )
-    est = area_with_sensitivity(index, thr, pa, within=valid)
     analysed = masked_area(valid, pa)
-    t = args.target
-    values = {
-        f"{t}_area_km2": Quantity(
-            value=sig(est.area),
-            unit="km2",
-            uncertainty=sig(est.uncertainty),
-            note=f"{sig(est.area_low)} to {sig(est.area_high)} km2 for thresholds "
-            f"{thr + est.delta:g} and {thr - est.delta:g}",
-        ),
-        f"{t}_fraction_pct": Quantity(
-            value=round(_pct(est.area, analysed), 1),
-            unit="%",
-            uncertainty=round(_pct(est.uncertainty, analysed), 1),
-        ),
-        "analysed_area_km2": Quantity(value=sig(analysed), unit="km2"),
-    }
-    method = (
-        f"{spec.formula(thr)}, per pixel on {stack.radiometry.describe()}; area from pixel "
-        f"counts; uncertainty = half the area change between thresholds {thr - est.delta:g} "
-        f"and {thr + est.delta:g}"
-    )
+    method = seg.method
+    if seg.scores is not None and seg.threshold is not None:
+        # A thresholded score: the area and its sensitivity to the threshold.
+        thr = seg.threshold
+        est = area_with_sensitivity(seg.scores, thr, pa, within=valid)
+        mask = threshold_mask(seg.scores, thr) & valid
+        values = {
+            f"{t}_area_km2": Quantity(
+                value=sig(est.area),
+                unit="km2",
+                uncertainty=sig(est.uncertainty),
+                note=f"{sig(est.area_low)} to {sig(est.area_high)} km2 for thresholds "
+                f"{thr + est.delta:g} and {thr - est.delta:g}",
+            ),
+            f"{t}_fraction_pct": Quantity(
+                value=round(_pct(est.area, analysed), 1),
+                unit="%",
+                uncertainty=round(_pct(est.uncertainty, analysed), 1),
+            ),
+            "analysed_area_km2": Quantity(value=sig(analysed), unit="km2"),
+        }
+        method += (
+            f"; area from pixel counts; uncertainty = half the area change between thresholds "
+            f"{thr - est.delta:g} and {thr + est.delta:g}"
+        )
+    elif set(_CLOUD_CLASSES) <= set(seg.classes):
+        # A cloud mask: cover and shadow shares both, whichever was asked.
+        mask = seg.mask & valid
+        cloud_km2 = masked_area(seg.classes["cloud"] & valid, pa)
+        shadow_km2 = masked_area(seg.classes["cloud_shadow"] & valid, pa)
+        values = {
+            "cloud_cover_pct": Quantity(value=round(_pct(cloud_km2, analysed), 1), unit="%"),
+            "cloud_shadow_pct": Quantity(value=round(_pct(shadow_km2, analysed), 1), unit="%"),
+            "cloud_area_km2": Quantity(value=sig(cloud_km2), unit="km2"),
+            "cloud_shadow_area_km2": Quantity(value=sig(shadow_km2), unit="km2"),
+            "analysed_area_km2": Quantity(value=sig(analysed), unit="km2"),
+        }
+    else:
+        mask = seg.mask & valid
+        area = masked_area(mask, pa)
+        values = {
+            f"{t}_area_km2": Quantity(value=sig(area), unit="km2"),
+            f"{t}_fraction_pct": Quantity(value=round(_pct(area, analysed), 1), unit="%"),
+            "analysed_area_km2": Quantity(value=sig(analysed), unit="km2"),
+        }
     if screen is not None:
-        obscured = valid_before & screen.obscured
-        pct = _pct(masked_area(obscured, pa), masked_area(valid_before, pa))
+        obscured = seg.valid & screen.obscured
+        pct = _pct(masked_area(obscured, pa), masked_area(seg.valid, pa))
         values["cloud_masked_pct"] = Quantity(
             value=round(pct, 1), unit="%", note=f"cloud and cloud shadow left out ({screen.model})"
         )
@@ -265,23 +387,18 @@ def _run_index(
                 f"{pct:.0f}% of the area was under cloud or cloud shadow and was left out; the "
                 f"{t} there is unknown and the fraction refers to the clear part only"
             )
-    elif t == "water" and scene.cloud_cover is not None and scene.cloud_cover >= 10:
+    elif (
+        card.cloud_screen
+        and t == "water"
+        and scene.cloud_cover is not None
+        and scene.cloud_cover >= 10
+    ):
         caveats.append(
             f"the scene reports {scene.cloud_cover:.0f}% cloud cover and clouds were not masked: "
             "water under cloud is missed and cloud shadow can read as water"
         )
-    return _Classified(
-        stack,
-        card,
-        threshold_mask(index, thr) & valid,
-        valid,
-        values,
-        method,
-        f"{spec.name.upper()} > {thr:g} ({spec.reference.split(',')[0]})",
-        thr,
-        caveats,
-        [screen.card] if screen is not None else [],
-    )
+    helpers = [screen.card] if screen is not None else []
+    return _Measured(seg, stack, mask, values, method, caveats, helpers)
 
 
 class _Screen:
@@ -294,35 +411,45 @@ class _Screen:
 def _cloud_screen(
     args: SegmentArgs, scene: SceneRef, stack: BandStack, ctx: ToolContext, caveats: list[str]
 ) -> _Screen | None:
-    """Cloud and shadow pixels on the index grid (ukis-csmask at 30 m), when it applies.
+    """Cloud and shadow pixels on the analysis grid, from a cloud model at its resolution.
 
-    Runs by default on satellite reflectance that has blue, green, red and NIR; aerial and
-    uncalibrated imagery are not screened (said in a caveat only when screening was asked).
+    Runs by default on satellite reflectance that has the bands of a registered cloud model
+    (ukis-csmask: blue, green, red and NIR); aerial and uncalibrated imagery are not
+    screened (said in a caveat only when screening was asked).
     """
     if args.mask_clouds is False:
         return None
     have = scene.available_bands()
     level = stack.radiometry.product_level
-    if stack.radiometry.kind != "reflectance" or level is None or not set(csmask.BANDS_4) <= have:
+    registry = ModelRegistry()
+    cards = registry.find("segmentation", target="cloud", bands=have, product_level=level)
+    if stack.radiometry.kind != "reflectance" or level is None or not cards:
         if args.mask_clouds:
             caveats.append(
                 "clouds could not be masked: that needs satellite reflectance with blue, green, "
                 "red and NIR bands"
             )
         return None
-    _, order = csmask.variant_for(have, level)
+    screen = registry.segmenter(cards[0], threads=_threads(ctx))
     cstack = read_bands(
-        scene, order, ctx, aoi=args.aoi, resolution_m=csmask.NATIVE_GSD_M, purpose="cloud masking"
+        scene,
+        screen.bands_for(have),
+        ctx,
+        aoi=args.aoi,
+        resolution_m=cards[0].native_gsd_m,
+        purpose=screen.purpose,
     )
     try:
-        cm = csmask.run_csmask(cstack.cube(order), order, level, cstack.valid, _threads(ctx))
-    except csmask.CSMaskUnavailable:
+        seg = screen.segment(_band_input(cstack), "cloud")
+    except ModelUnavailableError:
         caveats.append("clouds were not masked: ukis-csmask is not installed")
         return None
-    obscured30 = ((cm.classes != csmask.CLEAR) & cm.valid).astype(np.uint8)
+    obscured_native = np.zeros(cstack.grid.shape, dtype=np.uint8)
+    for part in seg.classes.values():
+        obscured_native |= part.astype(np.uint8)
     obscured = np.zeros(stack.grid.shape, dtype=np.uint8)
     reproject(
-        obscured30,
+        obscured_native,
         obscured,
         src_transform=cstack.grid.transform,
         src_crs=cstack.grid.crs,
@@ -330,122 +457,7 @@ def _cloud_screen(
         dst_crs=stack.grid.crs,
         resampling=Resampling.nearest,
     )
-    return _Screen(obscured.astype(bool), cm.model_name, get_model_card(cm.model_name))
-
-
-def _threads(ctx: ToolContext) -> int | None:
-    threads = ctx.extra.get("threads")
-    return int(threads) if threads else None
-
-
-def _run_csmask(
-    args: SegmentArgs, scene: SceneRef, card: ModelCard | None, ctx: ToolContext
-) -> _Classified:
-    have = scene.available_bands()
-    try:
-        _, order = csmask.variant_for(card.inputs if card else have, "l1c")
-    except ValueError as exc:
-        raise GeoScoutToolError(
-            "unsupported",
-            f"cloud masking needs the bands {', '.join(csmask.BANDS_4)} (and ideally swir16, "
-            f"swir22); scene {scene.id} has {', '.join(sorted(have)) or 'no named bands'}",
-            "use a Sentinel-2 or Landsat scene",
-        ) from exc
-    stack = read_bands(
-        scene, order, ctx, aoi=args.aoi, resolution_m=csmask.NATIVE_GSD_M, purpose="cloud masking"
-    )
-    level = stack.radiometry.product_level
-    if stack.radiometry.kind != "reflectance" or level is None:
-        raise GeoScoutToolError(
-            "unsupported",
-            f"cloud masking needs calibrated satellite reflectance; {scene.id} holds "
-            f"{stack.radiometry.name}",
-            "use a Sentinel-2 or Landsat scene",
-        )
-    caveats: list[str] = []
-    if card is not None and level not in card.product_levels:
-        caveats.append(f"{card.name} expects {card.product_levels[0]} data; this scene is {level}")
-        level = card.product_levels[0]
-    try:
-        cm = csmask.run_csmask(stack.cube(order), order, level, stack.valid, _threads(ctx))
-    except csmask.CSMaskUnavailable as exc:
-        raise GeoScoutToolError(
-            "unavailable", str(exc), "pip install 'ukis-csmask[cpu]==1.0.0'"
-        ) from exc
-    used = get_model_card(cm.model_name)
-    valid = stack.valid & cm.valid
-    pa = stack.grid.pixel_area_km2()
-    analysed = masked_area(valid, pa)
-    cloud = (cm.classes == csmask.CLOUD) & valid
-    shadow = (cm.classes == csmask.SHADOW) & valid
-    cloud_km2, shadow_km2 = masked_area(cloud, pa), masked_area(shadow, pa)
-    values = {
-        "cloud_cover_pct": Quantity(value=round(_pct(cloud_km2, analysed), 1), unit="%"),
-        "cloud_shadow_pct": Quantity(value=round(_pct(shadow_km2, analysed), 1), unit="%"),
-        "cloud_area_km2": Quantity(value=sig(cloud_km2), unit="km2"),
-        "cloud_shadow_area_km2": Quantity(value=sig(shadow_km2), unit="km2"),
-        "analysed_area_km2": Quantity(value=sig(analysed), unit="km2"),
-    }
-    if args.threshold is not None:
-        caveats.append("the threshold argument applies to spectral indices only and was ignored")
-    res = stack.grid.ground_resolution_m()
-    method = (
-        f"{used.name} {used.version} (U-Net, classes clear/cloud/cloud shadow, argmax of "
-        f"softmax) on {', '.join(order)} {level.upper()} reflectance resampled to {res:.0f} m "
-        f"({stack.radiometry.describe()})"
-    )
-    return _Classified(
-        stack,
-        used,
-        cloud if args.target == "cloud" else shadow,
-        valid,
-        values,
-        method,
-        f"{used.name} cloud/shadow U-Net",
-        None,
-        caveats,
-    )
-
-
-def _run_transformers(
-    args: SegmentArgs, scene: SceneRef, card: ModelCard, ctx: ToolContext
-) -> _Classified:
-    order = ["red", "green", "blue"]
-    stack = read_bands(scene, order, ctx, aoi=args.aoi, purpose=f"model {card.name}")
-    try:
-        seg = load_transformers_segmenter(card)
-    except ModelUnavailableError as exc:
-        raise GeoScoutToolError("unavailable", str(exc)) from exc
-    label_id = next((i for i, lab in seg.labels.items() if lab == args.target), None)
-    if label_id is None:
-        raise GeoScoutToolError(
-            "unsupported",
-            f"model {card.name} has no class {args.target!r}",
-            f"its classes: {', '.join(seg.labels.values())}",
-        )
-    rgb = stack.cube(order)
-    caveats: list[str] = []
-    if stack.radiometry.kind == "reflectance":
-        # RGB models are trained on display-range pictures; reflectance 0.3 maps to white.
-        rgb = np.clip(rgb / 0.3, 0.0, 1.0)
-        caveats.append(
-            "reflectance was stretched to a display range (0-0.3 -> 0-1) for an RGB model"
-        )
-    pred = seg.predict(np.nan_to_num(rgb))
-    valid = stack.valid
-    pa = stack.grid.pixel_area_km2()
-    analysed = masked_area(valid, pa)
-    mask = (pred == label_id) & valid
-    area = masked_area(mask, pa)
-    t = args.target
-    values = {
-        f"{t}_area_km2": Quantity(value=sig(area), unit="km2"),
-        f"{t}_fraction_pct": Quantity(value=round(_pct(area, analysed), 1), unit="%"),
-        "analysed_area_km2": Quantity(value=sig(analysed), unit="km2"),
-    }
-    caveats.append(f"{card.name} is a local model with unknown validation on this imagery")
-    method = f"{card.name} ({card.source}): argmax class {label_id} '{t}' per pixel"
-    return _Classified(stack, card, mask, valid, values, method, card.name, None, caveats)
+    return _Screen(obscured.astype(bool), seg.card.name, seg.card)
 
 
 # ---- vectorising ---------------------------------------------------------------------------
@@ -511,18 +523,25 @@ def _check_overlap(aoi: AOI | None, scene: SceneRef) -> None:
         )
 
 
+def model_source(card: ModelCard) -> ModelSource:
+    """The model part of an evidence item's provenance."""
+    return ModelSource(
+        name=card.name,
+        version=card.version,
+        license=card.license,
+        source=card.source,
+        reference=card.reference,
+        weights_sha256=card.weights_sha256,
+    )
+
+
 def run(args: SegmentArgs, ctx: ToolContext) -> ToolResult:
     scene, caveats = _source_scene(args, ctx)
     _check_overlap(args.aoi, scene)
-    card = _choose_model(args, ctx)
-    if card is None or card.kind == "onnx":
-        res = _run_csmask(args, scene, card, ctx)
-    elif card.kind == "spectral_index":
-        res = _run_index(args, scene, card, ctx)
-    else:
-        res = _run_transformers(args, scene, card, ctx)
-
-    stack, grid = res.stack, res.stack.grid
+    registry = model_registry(ctx)
+    card, exact = _choose_model(args, scene, registry)
+    res = _measure(args, scene, ctx, registry, card, exact)
+    seg, stack, grid = res.seg, res.stack, res.stack.grid
     geom, kept, left_out = vectorise(res.mask, stack, ctx.limits.max_vector_polygons)
     polygons = _parts(geom)
     mask_geom = (
@@ -546,12 +565,12 @@ def run(args: SegmentArgs, ctx: ToolContext) -> ToolResult:
             f"the map shows the {kept} largest of {kept + left_out} polygons; "
             "areas count every pixel"
         )
-    threshold_txt = "n/a" if res.threshold is None else f"{res.threshold:g}"
+    threshold_txt = "n/a" if seg.threshold is None else f"{seg.threshold:g}"
     props = {
         "class": args.target,
         "source": scene.id,
         "stac_item_id": scene.id,
-        "model": res.card.name,
+        "model": seg.card.name,
     }
     layer = {
         "type": "FeatureCollection",
@@ -560,44 +579,40 @@ def run(args: SegmentArgs, ctx: ToolContext) -> ToolResult:
             for p in polygons
         ],
     }
-    scene_prov = {
-        "stac_item_id": scene.id,
-        "collection": scene.collection,
-        "datetime": scene.datetime,
-        "gsd": scene.gsd,
-        "self_href": scene.self_href,
-        "hrefs": stack.hrefs,
-        "native_gsd_m": {b: round(v, 2) for b, v in stack.native_gsd_m.items()},
-    }
-    provenance: dict[str, Any] = {
-        "tool": "segment",
-        "scene": scene_prov,
-        "model": res.card.provenance(),
-        "helper_models": [c.provenance() for c in res.helpers],
-        "method": res.method,
-        "radiometry": stack.radiometry.describe(),
-        "grid": {
-            "crs": grid.crs.to_string(),
-            "resolution_m": round(gsd, 2),
-            "width": grid.width,
-            "height": grid.height,
-            "bounds": [round(v, 3) for v in grid.bounds],
-            "area_method": "pixel counts x pixel area ("
-            + ("res_x * res_y" if np.ndim(grid.pixel_area_km2()) == 0 else "geodesic, per row")
-            + ")",
+    provenance = Provenance(
+        tool="segment",
+        scene=SceneSource.from_scene(scene, ctx.stac_url if args.scene is not None else None),
+        model=model_source(seg.card),
+        helper_models=[model_source(c) for c in res.helpers],
+        method=res.method,
+        arguments=_args_for_provenance(args),
+        details={
+            # The band files actually read (the scene lists all of its files).
+            "hrefs": stack.hrefs,
+            "native_gsd_m": {b: round(v, 2) for b, v in stack.native_gsd_m.items()},
+            "radiometry": stack.radiometry.describe(),
+            "grid": {
+                "crs": grid.crs.to_string(),
+                "resolution_m": round(gsd, 2),
+                "width": grid.width,
+                "height": grid.height,
+                "bounds": [round(v, 3) for v in grid.bounds],
+                "area_method": "pixel counts x pixel area ("
+                + ("res_x * res_y" if np.ndim(grid.pixel_area_km2()) == 0 else "geodesic, per row")
+                + ")",
+            },
+            "vectorised": {
+                "sieve_pixels": SIEVE_PIXELS,
+                "polygons": len(polygons),
+                "left_out": left_out,
+            },
         },
-        "vectorised": {
-            "sieve_pixels": SIEVE_PIXELS,
-            "polygons": len(polygons),
-            "left_out": left_out,
-        },
-        "arguments": _args_for_provenance(args),
-    }
+    )
     facts = {
         "target": args.target,
-        "model": res.card.name,
-        "model_version": res.card.version,
-        "method": res.short_method,
+        "model": seg.card.name,
+        "model_version": seg.card.version,
+        "method": seg.short_method,
         "threshold": threshold_txt,
         "scene_id": scene.id,
         "collection": scene.collection or "unknown",
@@ -606,7 +621,7 @@ def run(args: SegmentArgs, ctx: ToolContext) -> ToolResult:
         "resolution_m": f"{gsd:.1f}",
     }
     label = args.target.replace("_", " ")
-    title = f"{label.capitalize()} mask of {scene.id} ({res.card.name})"
+    title = f"{label.capitalize()} mask of {scene.id} ({seg.card.name})"
     evidence = EvidenceDraft(
         key="mask",
         kind="mask",
@@ -628,7 +643,7 @@ def run(args: SegmentArgs, ctx: ToolContext) -> ToolResult:
     )
     return ToolResult(
         status="ok",
-        summary=_summary(args.target, res.values, scene.id, res.short_method),
+        summary=_summary(args.target, res.values, scene.id, seg.short_method),
         outputs={"mask": mask_geom, "stats": stats},
         evidence=[evidence],
         caveats=[],
@@ -644,7 +659,7 @@ def _args_for_provenance(args: SegmentArgs) -> dict[str, Any]:
 
 def _summary(target: str, values: dict[str, Quantity], scene_id: str, method: str) -> str:
     analysed = values["analysed_area_km2"].value
-    if target in {"cloud", "cloud_shadow"}:
+    if "cloud_cover_pct" in values:
         return (
             f"Cloud covers {values['cloud_cover_pct'].value:g}% and cloud shadow "
             f"{values['cloud_shadow_pct'].value:g}% of {analysed:g} km2 analysed in scene "
@@ -657,6 +672,23 @@ def _summary(target: str, values: dict[str, Quantity], scene_id: str, method: st
         f"({values[f'{target}_fraction_pct'].value:g}%) of {analysed:g} km2 analysed in scene "
         f"{scene_id} ({method})."
     )
+
+
+# Targets some registered model maps (the built-in ones: local folders are per deployment).
+SEGMENTABLE_TARGETS: tuple[str, ...] = ModelRegistry().targets("segmentation")
+
+
+def _relevant(intent: IntentView) -> bool:
+    return bool(set(intent.targets) & set(SEGMENTABLE_TARGETS))
+
+
+# Target words a person reads in step labels.
+_LABEL_WORDS = {"cloud_shadow": "cloud shadow", "built": "built-up land"}
+
+
+def _label(args: dict[str, Any]) -> str:
+    target = label_text(args.get("target")) or "the image"
+    return f"Measuring {_LABEL_WORDS.get(target, target.replace('_', ' '))}"
 
 
 SPEC = ToolSpec(
@@ -677,4 +709,11 @@ SPEC = ToolSpec(
     ),
     outputs={"mask": "geometry", "stats": "stats"},
     accepts={"scene": ("scene",), "aoi": ("aoi", "geometry")},
+    label=_label,
+    relevant=_relevant,
+    needs_area=True,
+    planner_hidden=frozenset({"bands", "model", "mask_clouds"}),
+    stated_only=frozenset({"threshold"}),
+    arg_enums={"target": SEGMENTABLE_TARGETS},
+    produces=("mask",),
 )

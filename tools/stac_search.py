@@ -34,8 +34,11 @@ from tools.base import (
     ToolContext,
     ToolResult,
     ToolSpec,
+    label_text,
 )
 from tools.geo import AOI, DateRange, SceneAsset, SceneRef, geodesic_area_km2, to_rfc7946
+from tools.numbers import sig
+from tools.provenance import Provenance, SceneSource
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +222,7 @@ def is_own_catalog(url: str) -> bool:
     """True when the STAC API is a local one this process started over GeoScout's own index
     (its ``geoscout:`` fields were computed by GeoScout); any other API's ``geoscout:``
     fields are data, and dropped."""
-    from tools.stac_server import is_own_stac_url
+    from tools.catalog.server import is_own_stac_url
 
     return is_own_stac_url(url)
 
@@ -587,14 +590,8 @@ def _parse_dt(value: Any) -> dt.datetime | None:
 # --- evidence, caveats, hints ------------------------------------------------------------
 
 
-def _sig(value: float, digits: int = 3) -> float:
-    if value == 0 or not math.isfinite(value):
-        return value
-    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
-
-
 def _fmt(value: float | None) -> str:
-    return "unknown" if value is None else f"{_sig(value):g}"
+    return "unknown" if value is None else f"{sig(value):g}"
 
 
 def _evidence(
@@ -607,16 +604,14 @@ def _evidence(
 ) -> EvidenceDraft:
     s = cand.scene
     values: dict[str, Quantity] = {
-        "footprint_area_km2": Quantity(value=_sig(cand.area_km2), unit="km2")
+        "footprint_area_km2": Quantity(value=sig(cand.area_km2), unit="km2")
     }
     if s.gsd is not None:
-        values["gsd_m"] = Quantity(value=_sig(s.gsd), unit="m")
+        values["gsd_m"] = Quantity(value=sig(s.gsd), unit="m")
     if s.cloud_cover is not None:
-        values["cloud_cover_pct"] = Quantity(value=_sig(s.cloud_cover), unit="%")
+        values["cloud_cover_pct"] = Quantity(value=sig(s.cloud_cover), unit="%")
     if cand.aoi_coverage is not None:
-        values["aoi_covered_pct"] = Quantity(
-            value=_sig(100 * min(cand.aoi_coverage, 1.0)), unit="%"
-        )
+        values["aoi_covered_pct"] = Quantity(value=sig(100 * min(cand.aoi_coverage, 1.0)), unit="%")
     geom = cand.footprint.simplify(0.0001, preserve_topology=True)
     geometry = to_rfc7946(geom)
     # Licence and attribution GeoScout asserts come from its own registry (the descriptor
@@ -648,22 +643,20 @@ def _evidence(
         )
     if s.cloud_cover is None:
         caveats.append("Cloud cover of this scene is not recorded.")
-    provenance = {
-        "tool": NAME,
-        "source": "STAC",
-        "stac_api_url": url,
-        "stac_item_id": s.id,
-        "collection": s.collection,
-        "datetime": s.datetime,
-        "gsd": s.gsd,
-        "href": s.self_href or next((a.href for a in s.assets.values()), None),
-        "self_href": s.self_href,
-        "via_href": _link(cand.item, "via"),
-        "asset_hrefs": {k: a.href for k, a in s.assets.items()},
-        "source_file": cand.props.get("geoscout:source_file") if own else None,
-        "licence_source": "registry" if registry else "catalog",
-        "search": params,
-    }
+    scene = SceneSource.from_scene(s, stac_api_url=url).model_copy(update={"license": licence})
+    provenance = Provenance(
+        tool=NAME,
+        source="STAC",
+        license=licence,
+        attribution=facts.get("attribution"),
+        scene=scene,
+        details={
+            "via_href": _link(cand.item, "via"),
+            "source_file": cand.props.get("geoscout:source_file") if own else None,
+            "licence_source": "registry" if registry else "catalog",
+            "search": params,
+        },
+    )
     layer = {
         "type": "FeatureCollection",
         "features": [
@@ -880,6 +873,11 @@ def _label(text: str | None, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9.\-]+", "-", str(text).lower()).strip("-")[:limit]
 
 
+def _step_label(args: dict[str, Any]) -> str:
+    when = label_text(args.get("datetime"), 23)
+    return f"Searching imagery ({when})" if when else "Searching imagery"
+
+
 SPEC = ToolSpec(
     name=NAME,
     args_schema=StacSearchArgs,
@@ -901,4 +899,11 @@ SPEC = ToolSpec(
     ),
     outputs={"scenes": "scenes", "scene": "scene", "footprint": "geometry", "coverage": "geometry"},
     accepts={"aoi": ("aoi", "geometry")},
+    label=_step_label,
+    # Itself relevant when the images are the subject; tools that read a scene bring it in
+    # through their ``accepts`` (the planner adds the producers of what they need).
+    relevant=lambda intent: "imagery" in intent.targets or intent.on_image,
+    planner_hidden=frozenset({"collections"}),
+    stated_only=frozenset({"max_cloud", "max_gsd_m", "limit"}),
+    produces=("scene",),
 )

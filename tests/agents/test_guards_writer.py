@@ -10,6 +10,7 @@ from agents.merge import derived_figures, merge_results, safe_text
 from agents.schemas import Answer, Evidence, PlanStep, TraceEntry
 from agents.writer import fmt, template_answer
 from tools.base import EvidenceDraft, Quantity, ToolResult
+from tools.provenance import Provenance, SceneSource
 
 TODAY = dt.date(2026, 11, 24)
 
@@ -19,6 +20,7 @@ def _ledger() -> list[Evidence]:
         Evidence(
             id="E1",
             kind="place",
+            provenance=Provenance(tool="geocode"),
             title="Accomac",
             facts={"name": "Accomac, Virginia, US"},
             values={"aoi_area_km2": Quantity(value=29.1, unit="km2")},
@@ -28,12 +30,16 @@ def _ledger() -> list[Evidence]:
             kind="scene",
             title="S2 scene",
             facts={"platform": "sentinel-2", "datetime": "unknown"},
-            provenance={"stac_item_id": "s2-l1c"},
+            provenance=Provenance(
+                tool="stac_search",
+                scene=SceneSource(stac_item_id="s2-l1c", collection="sentinel-2-l1c"),
+            ),
             values={"gsd_m": Quantity(value=10, unit="m")},
         ),
         Evidence(
             id="E3",
             kind="mask",
+            provenance=Provenance(tool="segment"),
             title="water",
             facts={"target": "water", "scene_id": "s2-l1c", "method": "NDWI > 0"},
             values={
@@ -132,7 +138,13 @@ def test_fmt_round_trips_through_the_guard() -> None:
     for v in (0.000123, 0.0456, 3.4567, 12.345, 456.7, 12345.0, 7.0):
         s = fmt(v)
         ledger = [
-            Evidence(id="E1", kind="figure", title="t", values={"x": Quantity(value=v, unit="km2")})
+            Evidence(
+                id="E1",
+                kind="figure",
+                provenance=Provenance(tool="merge"),
+                title="t",
+                values={"x": Quantity(value=v, unit="km2")},
+            )
         ]
         _, res = guard_output(Answer(text=f"It is {s} km² [E1].", caveats=["c"]), ledger, "q")
         assert {r.name: r for r in res}["output.numbers_cited"].passed, (v, s)
@@ -151,6 +163,7 @@ def test_merge_numbers_evidence_and_derives_change() -> None:
                 EvidenceDraft(
                     key="mask",
                     kind="mask",
+                    provenance=Provenance(tool="segment"),
                     title=f"water {when}",
                     facts={"acquired": when, "target": "water"},
                     values={
@@ -177,7 +190,7 @@ def test_merge_numbers_evidence_and_derives_change() -> None:
     assert [e.id for e in ledger] == ["E1", "E2", "E3"]
     fig = ledger[2]
     assert fig.kind == "figure" and fig.values["water_area_change_km2"].value == 0.5
-    assert fig.provenance["derived_from"] == ["E2", "E1"]
+    assert fig.provenance.derived_from == ["E2", "E1"]
     assert {f["properties"]["evidence_id"] for f in layers["features"]} == {"E1", "E2"}
     answer = template_answer("change", ledger, [], "q")
     _, results = guard_output(answer, ledger, "q")
@@ -218,7 +231,11 @@ def test_guard_keeps_et_al_inside_its_sentence_and_quotes_facts_exactly() -> Non
 
 def test_dates_quoted_from_iso_timestamps_pass_the_guard() -> None:
     scene = Evidence(
-        id="E2", kind="scene", title="scene", facts={"datetime": "2021-10-24T10:27:12Z"}
+        id="E2",
+        kind="scene",
+        provenance=Provenance(tool="stac_search"),
+        title="scene",
+        facts={"datetime": "2021-10-24T10:27:12Z"},
     )
     answer = Answer(text="A scene acquired 2021-10-24 [E2].", caveats=["c"])
     _, results = guard_output(answer, [scene], "which images of Hamburg?")

@@ -157,8 +157,8 @@ def test_a_run_that_breaks_shows_an_error_and_a_retry(monkeypatch: pytest.Monkey
 
 def test_invalid_settings_are_rejected_with_a_message() -> None:
     at = _app()
-    at.sidebar.text_input(key="set_llm_url").set_value("ftp://nowhere")
-    at.sidebar.text_area(key="set_data_dirs").set_value("/no/such/folder")
+    at.sidebar.text_input(key="set_llm_base_url").set_value("ftp://nowhere")
+    at.sidebar.text_area(key="set_data_dir").set_value("/no/such/folder")
     at.button(key="FormSubmitter:settings-Apply settings").click().run()
     assert not at.exception
     errors = " ".join(e.value for e in at.error)
@@ -166,8 +166,8 @@ def test_invalid_settings_are_rejected_with_a_message() -> None:
     assert "LLM endpoint" in errors and "not an http(s) URL" in errors
     assert "no such folder" in errors
     # A valid change is applied and the page goes on.
-    at.sidebar.text_input(key="set_llm_url").set_value("")
-    at.sidebar.text_area(key="set_data_dirs").set_value("")
+    at.sidebar.text_input(key="set_llm_base_url").set_value("")
+    at.sidebar.text_area(key="set_data_dir").set_value("")
     at.sidebar.number_input(key="set_max_steps").set_value(6)
     at.button(key="FormSubmitter:settings-Apply settings").click().run()
     assert not at.exception and not at.error

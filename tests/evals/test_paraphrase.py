@@ -29,6 +29,7 @@ from evals.paraphrase import (
 )
 from evals.reference import load_references
 from tools.base import Quantity
+from tools.provenance import Provenance
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -270,10 +271,16 @@ def _bundle(intent: dict[str, Any] | None, **kw: Any) -> str:
         question="how many hectares of water around accomac virginia",
         answer=Answer(text="About 103.7 ha of open water [E2].", citations=["E2"]),
         evidence=[
-            Evidence(id="E1", kind="place", title="Accomac, Virginia, US"),
+            Evidence(
+                id="E1",
+                kind="place",
+                provenance=Provenance(tool="geocode"),
+                title="Accomac, Virginia, US",
+            ),
             Evidence(
                 id="E2",
                 kind="mask",
+                provenance=Provenance(tool="segment"),
                 title="Water mask",
                 # The converted figure must be in the evidence too: numeric fidelity only
                 # accepts numbers held by the cited evidence.

@@ -24,6 +24,7 @@ from evals.scoring import (
     score_injection,
 )
 from tools.base import Quantity
+from tools.provenance import Provenance
 
 
 def _case(**expect: Any) -> Case:
@@ -44,11 +45,16 @@ def _bundle(text: str = "", **kw: Any) -> AnswerBundle:
         "evidence",
         [
             Evidence(
-                id="E1", kind="place", title="Accomac, Virginia, US", facts={"name": "Accomac"}
+                id="E1",
+                kind="place",
+                provenance=Provenance(tool="geocode"),
+                title="Accomac, Virginia, US",
+                facts={"name": "Accomac"},
             ),
             Evidence(
                 id="E2",
                 kind="mask",
+                provenance=Provenance(tool="segment"),
                 title="Water mask",
                 values={
                     "water_area_km2": Quantity(value=1.04, unit="km2", uncertainty=0.12),
@@ -158,7 +164,12 @@ def test_numeric_fidelity_finds_unsourced_numbers_and_dates() -> None:
 
 def test_numbers_quoted_from_text_are_not_rounded() -> None:
     """A made-up count must not pass on a coordinate in the place's title (seen with an LLM)."""
-    place = Evidence(id="E1", kind="place", title="Point 48.13600°N, 10.06950°E")
+    place = Evidence(
+        id="E1",
+        kind="place",
+        provenance=Provenance(tool="geocode"),
+        title="Point 48.13600°N, 10.06950°E",
+    )
     made_up = _bundle("There are 10 buildings near the point [E1].", evidence=[place])
     assert not check_numeric_fidelity(made_up).passed
     quoted = _bundle("Around Point 48.13600°N, 10.06950°E [E1].", evidence=[place])

@@ -30,10 +30,12 @@ class FakeVLMServer:
         delay_s: float = 0.0,
         status: int = 200,
         reject: Callable[[dict[str, Any]], str | None] | None = None,
+        finish_reason: str = "stop",
     ) -> None:
         self.replies: list[Reply] = [reply]
         # reject(body) -> an error message answered with 400 (e.g. an unsupported option)
         self.reject = reject
+        self.finish_reason = finish_reason  # "length": the answer was cut at max_tokens
         self.delay_s = delay_s
         self.status = status
         self.requests: list[dict[str, Any]] = []
@@ -103,7 +105,7 @@ class FakeVLMServer:
                             {
                                 "index": 0,
                                 "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop",
+                                "finish_reason": fake.finish_reason,
                             }
                         ],
                         "usage": {

@@ -10,17 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.cards import ModelInputError, ModelUnavailableError
+from models.hf_segmentation import TransformersModel, TransformersSegmenter, load_model
+from models.protocols import BandInput, Detections, Picture8, Segmenter
 from models.registry import (
     ModelCard,
-    TransformersSegmenter,
+    ModelRegistry,
     UnknownModelError,
     get_model_card,
     list_models,
-    load_transformers_segmenter,
-    models_for_target,
     transformers_local_card,
     weights_sha256,
 )
+from models.spectral import SpectralIndexSegmenter
 
 KNOWN_BANDS = {"blue", "green", "red", "nir", "swir16", "swir22"}
 
@@ -37,8 +39,9 @@ def test_every_card_is_complete(card: ModelCard) -> None:
     assert card.limitations, "say what the model cannot do"
     dumped = json.loads(card.model_dump_json())
     assert dumped["name"] == card.name and "weights_sha256" in dumped
-    prov = card.provenance()
-    assert {"name", "version", "license", "weights_sha256"} <= set(prov)
+    segmenter: Segmenter = ModelRegistry().segmenter(card)
+    assert segmenter.card is card and segmenter.purpose
+    assert set(segmenter.bands_for(set(card.inputs))) <= set(card.inputs)
     if card.weights_path:
         path = Path(card.weights_path)
         assert path.is_file()
@@ -70,8 +73,10 @@ def test_spectral_entries_and_target_lookup() -> None:
     ndwi = get_model_card("ndwi")
     assert ndwi.inputs == ["green", "nir"] and ndwi.default_threshold == 0.0
     assert get_model_card("ndvi").default_threshold == pytest.approx(0.3)
-    assert [c.name for c in models_for_target("water")] == ["ndwi"]
-    assert {c.name for c in models_for_target("cloud")} >= {"ukis-csmask-6b-l1c"}
+    reg = ModelRegistry()
+    assert [c.name for c in reg.find("segmentation", target="water")] == ["ndwi"]
+    assert {c.name for c in reg.find("segmentation", target="cloud")} >= {"ukis-csmask-6b-l1c"}
+    assert set(reg.targets()) >= {"water", "vegetation"}
 
 
 def test_unknown_model_names_the_known_ones() -> None:
@@ -123,14 +128,14 @@ def test_local_model_is_registered_only_when_configured(tiny_segformer: Path) ->
 
 def test_local_model_predicts_class_ids(tiny_segformer: Path) -> None:
     card = transformers_local_card("tiny-seg", tiny_segformer)
-    seg = load_transformers_segmenter(card)
+    seg = load_model(card)
     assert seg.labels == {0: "background", 1: "water"}
     rgb = np.random.default_rng(1).random((70, 90, 3)).astype(np.float32)
     pred = seg.predict(rgb)
     assert pred.shape == (70, 90)
     assert set(np.unique(pred)) <= {0, 1}
     # Tiling gives full coverage and the same shape.
-    tiled = TransformersSegmenter(tiny_segformer, tile=32).predict(rgb)
+    tiled = TransformersModel(tiny_segformer, tile=32).predict(rgb)
     assert tiled.shape == (70, 90) and set(np.unique(tiled)) <= {0, 1}
     with pytest.raises(ValueError):
         seg.predict(rgb[:, :, :2])
@@ -153,3 +158,104 @@ def test_folder_hash_of_several_weight_files(tmp_path: Path) -> None:
     lines = f"a.safetensors {hashlib.sha256(b'a').hexdigest()}\nb.bin {hashlib.sha256(b'b').hexdigest()}\n"
     assert weights_sha256(tmp_path) == hashlib.sha256(lines.encode()).hexdigest()
     assert weights_sha256(tmp_path / "missing") is None
+
+
+def test_local_model_runs_as_a_segmenter(tiny_segformer: Path) -> None:
+    reg = ModelRegistry({"tiny-seg": tiny_segformer})
+    assert "water" in reg.targets()
+    # Built-in models rank first; the RGB folder is the one that fits RGB-only data.
+    assert [c.name for c in reg.find("segmentation", target="water")] == ["ndwi", "tiny-seg"]
+    rgb_only = reg.find("segmentation", target="water", bands={"red", "green", "blue"})
+    assert [c.name for c in rgb_only] == ["tiny-seg"]
+    segmenter = reg.segmenter(rgb_only[0])
+    assert isinstance(segmenter, TransformersSegmenter) and segmenter.bands_for(set()) == (
+        "red", "green", "blue",
+    )  # fmt: skip
+    bands = {b: np.full((20, 30), 0.05, np.float32) for b in ("red", "green", "blue")}
+    valid = np.ones((20, 30), bool)
+    valid[:, :5] = False
+    data = BandInput(bands, valid, 10.0, True, "l2a", "surface reflectance")
+    seg = segmenter.segment(data, "water")
+    assert seg.mask.shape == (20, 30) and not seg.mask[:, :5].any()
+    assert seg.card.name == "tiny-seg" and "argmax class 1 'water'" in seg.method
+    assert any("stretched" in n for n in seg.notes)
+    with pytest.raises(ModelInputError):
+        segmenter.segment(data, "roads")
+
+
+# ---- capability queries and the Segmenter protocol ----------------------------------------
+
+S6 = {"blue", "green", "red", "nir", "swir16", "swir22"}
+
+
+def test_find_ranks_by_bands_level_and_resolution() -> None:
+    if not ModelRegistry().find("segmentation", target="cloud"):
+        pytest.skip("ukis-csmask is not installed")
+    reg = ModelRegistry()
+    names = [c.name for c in reg.find("segmentation", target="cloud", bands=S6)]
+    assert names[:2] == ["ukis-csmask-6b-l1c", "ukis-csmask-6b-l2a"]  # the SWIR model first
+    four = reg.find("segmentation", target="cloud", bands=S6 - {"swir16"}, product_level="l2a")
+    assert [c.name for c in four] == ["ukis-csmask-4b-l2a"]
+    assert reg.find("segmentation", target="cloud", bands={"red", "green", "blue"}) == []
+    assert reg.find("segmentation", target="water", bands={"green"}) == []
+    assert reg.find("detection") == []  # no local detector ships
+
+
+def test_spectral_segmenter_scores_and_thresholds() -> None:
+    card = get_model_card("ndwi")
+    seg_model = ModelRegistry().segmenter(card)
+    assert isinstance(seg_model, SpectralIndexSegmenter)
+    green = np.array([[0.3, 0.1], [0.2, np.nan]], np.float32)
+    nir = np.array([[0.1, 0.3], [0.2, 0.2]], np.float32)
+    data = BandInput({"green": green, "nir": nir}, np.ones((2, 2), bool), 10.0, True, "l1c", "x")
+    seg = seg_model.segment(data, "water")
+    assert seg.mask.tolist() == [[True, False], [False, False]]
+    assert seg.valid.tolist() == [[True, True], [True, False]]
+    assert seg.threshold == 0.0 and seg.scores is not None
+    assert seg_model.segment(data, "water", threshold=-0.6).mask.sum() == 3
+    assert "McFeeters" in seg.method
+
+
+def test_cloud_segmenter_picks_its_variant_from_the_data() -> None:
+    reg = ModelRegistry()
+    cards = reg.find("segmentation", target="cloud", bands=S6)
+    if not cards:
+        pytest.skip("ukis-csmask is not installed")
+    rng = np.random.default_rng(0)
+    bands = {b: rng.random((40, 40), dtype=np.float32) * 0.3 for b in sorted(S6)}
+    data = BandInput(bands, np.ones((40, 40), bool), 30.0, True, "l2a", "surface reflectance")
+    family = reg.segmenter(cards[0], exact=False, threads=1)
+    seg = family.segment(data, "cloud_shadow")
+    assert seg.card.name == "ukis-csmask-6b-l2a" and not seg.notes  # the data's level
+    assert set(seg.classes) == {"cloud", "cloud_shadow"}
+    assert (seg.mask == seg.classes["cloud_shadow"]).all()
+    exact = reg.segmenter(get_model_card("ukis-csmask-6b-l1c"), threads=1)
+    seg = exact.segment(data, "cloud", threshold=0.5)
+    assert seg.card.name == "ukis-csmask-6b-l1c"
+    assert any("expects l1c" in n for n in seg.notes) and any("threshold" in n for n in seg.notes)
+    with pytest.raises(ModelInputError, match="reflectance"):
+        family.segment(BandInput(bands, data.valid, 30.0, False, None, "8-bit"), "cloud")
+    with pytest.raises(ModelInputError, match="blue, green, red, nir"):
+        family.bands_for({"red", "green", "blue"})
+
+
+class _FakeDetector:
+    name = "fake-owl"
+
+    def detect(self, picture: Picture8, query: str) -> Detections:
+        return Detections(detections=[], model=self.name, seconds=0.0)
+
+
+def test_a_detector_registers_by_capability() -> None:
+    reg = ModelRegistry()
+    card = ModelCard(
+        name="fake-owl", version="1", task="detection", kind="transformers", targets=["object"],
+        license="apache-2.0", source="test", inputs=["red", "green", "blue"], builtin=False,
+    )  # fmt: skip
+    with pytest.raises(ModelUnavailableError):
+        reg.detector(card)  # not registered: no adapter runs it
+    reg.register(card, lambda c: _FakeDetector())
+    assert [c.name for c in reg.find("detection")] == ["fake-owl"]
+    assert reg.find("segmentation", target="object") == []
+    found = reg.detector(reg.find("detection")[0])
+    assert found.detect(Picture8(b"", 1, 1), "ships").model == "fake-owl"

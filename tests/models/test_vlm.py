@@ -10,10 +10,11 @@ import pytest
 from fakes.vlm_server import FakeVLMServer, image_size, message_parts
 from PIL import Image
 
+from models.chat import ChatError
+from models.protocols import Detector, Picture8
 from models.vlm import (
     MAX_DETECTIONS,
-    VLMClient,
-    VLMError,
+    VLMDetector,
     parse_detections,
     render_prompt,
     sanitize_label,
@@ -110,7 +111,7 @@ def test_empty_list_means_nothing_found() -> None:
     ],
 )
 def test_garbage_raises_a_clear_error(text: str) -> None:
-    with pytest.raises(VLMError) as err:
+    with pytest.raises(ChatError) as err:
         parse_detections(text, W, H, "ships")
     assert err.value.kind == "bad_output"
     assert "vision model" in err.value.message
@@ -152,8 +153,12 @@ def _png(w: int = W, h: int = H) -> bytes:
     return buf.getvalue()
 
 
-def _client(url: str, timeout_s: float = 10.0, api_key: str = "sk-test") -> VLMClient:
-    return VLMClient(
+def _picture() -> Picture8:
+    return Picture8(_png(), W, H)
+
+
+def _client(url: str, timeout_s: float = 10.0, api_key: str = "sk-test") -> VLMDetector:
+    return VLMDetector.at(
         url,
         "qwen2.5-vl-test",
         "Find {query} ({width}x{height}).",
@@ -165,7 +170,7 @@ def _client(url: str, timeout_s: float = 10.0, api_key: str = "sk-test") -> VLMC
 def test_client_sends_image_and_query_and_parses_answer() -> None:
     reply = '```json\n[{"bbox_2d": [10, 20, 30, 40], "label": "ship"}]\n```'
     with FakeVLMServer(reply) as srv:
-        answer = _client(srv.base_url).ground(_png(), "ships", W, H)
+        answer = _client(srv.base_url).detect(_picture(), "ships")
         body = srv.requests[0]
         headers = srv.headers[0]
     assert [d.box_px for d in answer.detections] == [(10, 20, 30, 40)]
@@ -183,16 +188,18 @@ def test_client_sends_image_and_query_and_parses_answer() -> None:
 
 def test_client_detect_returns_detections() -> None:
     with FakeVLMServer('[{"bbox_2d": [1, 2, 3, 4], "label": "car"}]') as srv:
-        dets = _client(srv.base_url).detect(_png(), "cars", W, H)
+        detector: Detector = _client(srv.base_url)
+        dets = detector.detect(_picture(), "cars").detections
+    assert detector.name == "qwen2.5-vl-test"
     assert [(d.label, d.box_px) for d in dets] == [("car", (1, 2, 3, 4))]
 
 
 def test_client_garbage_answer_is_bad_output() -> None:
     with (
         FakeVLMServer("The image shows a harbour with several vessels.") as srv,
-        pytest.raises(VLMError) as err,
+        pytest.raises(ChatError) as err,
     ):
-        _client(srv.base_url).ground(_png(), "ships", W, H)
+        _client(srv.base_url).detect(_picture(), "ships")
     assert err.value.kind == "bad_output"
 
 
@@ -203,15 +210,15 @@ def _free_port() -> int:
 
 
 def test_client_server_down_is_unreachable() -> None:
-    with pytest.raises(VLMError) as err:
-        _client(f"http://127.0.0.1:{_free_port()}/v1").ground(_png(), "ships", W, H)
+    with pytest.raises(ChatError) as err:
+        _client(f"http://127.0.0.1:{_free_port()}/v1").detect(_picture(), "ships")
     assert err.value.kind == "unreachable"
     assert "could not be reached" in err.value.message
 
 
 def test_client_timeout() -> None:
-    with FakeVLMServer("[]", delay_s=1.5) as srv, pytest.raises(VLMError) as err:
-        _client(srv.base_url, timeout_s=0.3).ground(_png(), "ships", W, H)
+    with FakeVLMServer("[]", delay_s=1.5) as srv, pytest.raises(ChatError) as err:
+        _client(srv.base_url, timeout_s=0.3).detect(_picture(), "ships")
     assert err.value.kind == "timeout"
 
 
@@ -219,9 +226,25 @@ def test_client_timeout() -> None:
     ("status", "kind"), [(401, "auth"), (404, "rejected"), (400, "rejected"), (500, "server")]
 )
 def test_client_http_errors_map_to_kinds(status: int, kind: str) -> None:
-    with FakeVLMServer("[]", status=status) as srv, pytest.raises(VLMError) as err:
-        VLMClient(srv.base_url, "m", "{query}", timeout_s=5, max_retries=0).ground(
-            _png(), "ships", W, H
-        )
+    with FakeVLMServer("[]", status=status) as srv, pytest.raises(ChatError) as err:
+        VLMDetector.at(srv.base_url, "m", "{query}", timeout_s=5).detect(_picture(), "ships")
     assert err.value.kind == kind
     assert "scripted" not in err.value.message  # the server's own text is never echoed
+
+
+def test_two_lists_and_prose_brackets_are_read() -> None:
+    # Prose with brackets before the answer, and an answer given as two lists.
+    assert boxes('Found [two] ships: [{"bbox_2d": [1, 2, 30, 40]}]') == [(1, 2, 30, 40)]
+    text = '[{"bbox_2d": [1, 2, 30, 40]}] and also [{"bbox_2d": [50, 60, 70, 80]}]'
+    assert boxes(text) == [(1, 2, 30, 40), (50, 60, 70, 80)]
+
+
+def test_a_cut_answer_keeps_its_complete_boxes() -> None:
+    def cut(body: dict[str, object]) -> str:
+        return '[{"bbox_2d": [1, 2, 30, 40]}, {"bbox_2d": [5'
+
+    with FakeVLMServer(cut, finish_reason="length") as srv:
+        answer = _client(srv.base_url).detect(_picture(), "ships")
+    assert [d.box_px for d in answer.detections] == [(1, 2, 30, 40)]
+    assert answer.finish_reason == "length" and any("token limit" in n for n in answer.notes)
+    assert answer.reported_model == "qwen2 5-vl-test"  # the server's word, sanitised

@@ -85,7 +85,7 @@ def slow_vlm(data: Path) -> None:
     from agents.service import Assistant
     from agents.settings import Settings
     from tests.fakes.vlm_server import FakeVLMServer
-    from tools.stac_server import find_rustac
+    from tools.catalog.server import find_rustac
 
     if find_rustac() is None:
         print("\n== slow vision model: skipped (rustac not installed)")
@@ -125,7 +125,7 @@ with rasterio.open(Path(sys.argv[1]) / "absurd.tif", "w", driver="GTiff", width=
 ABSURD = r"""
 import json, sys, time
 from pathlib import Path
-from tools.stac_index import build_index
+from tools.catalog.index import build_index
 
 def hwm_kb():  # this process's own peak (ru_maxrss would carry the parent's over fork+exec)
     for line in open("/proc/self/status"):

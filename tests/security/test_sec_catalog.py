@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from agents.report import report_markdown
 from agents.schemas import AnswerBundle, Evidence
+from render.report import report_markdown
 from tests.security.servers import (
     RecordingServer,
     Route,
@@ -24,10 +24,10 @@ from tests.security.servers import (
     vrt_pointing_at,
 )
 from tools.base import ToolContext, ToolResult
+from tools.catalog.index import build_index, iter_items
+from tools.catalog.server import find_rustac, start_local_stac
 from tools.geo import bbox_area_km2
-from tools.stac_index import build_index, iter_items
 from tools.stac_search import SPEC
-from tools.stac_server import find_rustac, start_local_stac
 
 BOX = (-99.15, 47.01, -99.14, 47.02)
 POISON = {
@@ -83,7 +83,11 @@ def test_d02_own_api_evidence_computes_area_and_quotes_the_catalog(
     finally:
         srv.stop()
     assert res.status == "ok", res.error
-    ev = next(e for e in res.evidence if e.provenance["stac_item_id"] == "poisoned-item")
+    ev = next(
+        e
+        for e in res.evidence
+        if e.provenance.scene and e.provenance.scene.stac_item_id == "poisoned-item"
+    )
     assert ev.values["footprint_area_km2"].value == pytest.approx(_true_area(), rel=1e-2)
     assert "attribution" not in ev.facts
     assert ev.facts["license"] == "the catalog says: CC-BY-4.0"
@@ -106,7 +110,7 @@ def test_d03_foreign_api_fields_are_data(tmp_path: Path) -> None:
     ev = res.evidence[0]
     assert ev.values["footprint_area_km2"].value == pytest.approx(_true_area(), rel=1e-2)
     assert "attribution" not in ev.facts and "FAKE" not in json.dumps(ev.model_dump())
-    assert ev.provenance["source_file"] is None
+    assert ev.provenance.details["source_file"] is None
     assert ev.facts["license"].startswith("the catalog says:")
 
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.enums import Resampling
 
-from agents.graph import _call_with_timeout
+from agents.graph import run_tool_call
 from agents.runtime import tool_catalog
 from agents.schemas import Plan, PlanStep
 from agents.settings import Settings
@@ -26,10 +26,10 @@ from tests.fakes.vlm_server import FakeVLMServer
 from tests.security.servers import RecordingServer, Route, fake_stac_routes, geotiff, stac_item
 from tools.access import AccessDenied, AccessPolicy
 from tools.base import GeoScoutToolError, ToolContext, ToolLimits, VLMEndpoint
+from tools.catalog.index import build_index
 from tools.geo import AOI, bbox_area_km2
 from tools.ground import SPEC as GROUND
 from tools.segment import SPEC as SEGMENT
-from tools.stac_index import build_index
 from tools.stac_search import SPEC as STAC
 
 EARTH_KM2 = 510_065_621.724  # WGS84 ellipsoid
@@ -165,7 +165,7 @@ def test_f08_step_timeout_stops_the_work(tmp_path: Path) -> None:
         ctx = ToolContext(data_dirs=(tmp_path,), vlm=VLMEndpoint(base_url=srv.base_url, model="m"))
         before = {t.ident for t in threading.enumerate()}
         t0 = time.monotonic()
-        res = _call_with_timeout(
+        res = run_tool_call(
             GROUND.invoke, {"raster": "img.tif", "query": "ships"}, _graph_ctx(ctx, tmp_path), 2.0
         )
         took = time.monotonic() - t0
@@ -190,8 +190,8 @@ def test_f08b_a_retry_gets_only_what_the_step_has_left(tmp_path: Path) -> None:
         args = {"raster": "img.tif", "query": "ships"}
         gctx = _graph_ctx(ctx, tmp_path)
         t0 = time.monotonic()
-        first = _call_with_timeout(GROUND.invoke, args, gctx, 2.0)
-        second = _call_with_timeout(GROUND.invoke, args, gctx, 2.0)  # the graph's retry
+        first = run_tool_call(GROUND.invoke, args, gctx, 2.0)
+        second = run_tool_call(GROUND.invoke, args, gctx, 2.0)  # the graph's retry
         took = time.monotonic() - t0
         assert len(srv.requests) == 1
     assert first.error is not None and second.error is not None
@@ -202,7 +202,7 @@ def test_f08b_a_retry_gets_only_what_the_step_has_left(tmp_path: Path) -> None:
 def test_f09_spent_question_deadline_stops_the_next_step(tmp_path: Path) -> None:
     ctx = ToolContext(data_dirs=(tmp_path,), extra={"question_deadline": time.monotonic() - 1})
     t0 = time.monotonic()
-    res = _call_with_timeout(
+    res = run_tool_call(
         SEGMENT.invoke, {"raster": "x.tif", "target": "water"}, _graph_ctx(ctx, tmp_path), 300
     )
     assert res.error is not None and res.error.code == "timeout"

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agents.mapping import ImagerySource, compose_quicklook, imagery_sources, render_map
-from agents.report import write_bundle
 from agents.schemas import AnswerBundle, Evidence
-from agents.webmap import build_webmap, imagery_overlays
+from render.mapping import ImagerySource, compose_quicklook, imagery_sources, render_map
+from render.report import write_bundle
+from render.webmap import build_webmap, imagery_overlays
 from tests.security.servers import RecordingServer, Route, geotiff
 from tools.access import AccessDenied, AccessPolicy
 from tools.base import Quantity
+from tools.provenance import AssetSource, Provenance, SceneSource
 
 BOX = (-99.15, 47.01, -99.14, 47.02)
 
@@ -38,11 +39,14 @@ def _bundle(href: str) -> AnswerBundle:
         title="Scene poisoned",
         values={"gsd_m": Quantity(value=1.0, unit="m")},
         geometry={"type": "Polygon", "coordinates": [ring]},
-        provenance={
-            "stac_item_id": "poisoned",
-            "collection": "poisoned",
-            "assets": {"data": {"href": href, "bands": ["red", "green", "blue"]}},
-        },
+        provenance=Provenance(
+            tool="stac_search",
+            scene=SceneSource(
+                stac_item_id="poisoned",
+                collection="poisoned",
+                assets={"data": AssetSource(href=href, bands=["red", "green", "blue"])},
+            ),
+        ),
         facts={"datetime": "unknown"},
     )
     return AnswerBundle(question="water?", evidence=[scene])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,12 +17,14 @@ from agents.graph import _guard_output
 from agents.schemas import Answer, AnswerBundle, Evidence, Plan, PlanStep
 from agents.service import Assistant
 from agents.settings import Settings
+from agents.state import PayloadStore
 from agents.writer import template_answer
 from tests.fakes.vlm_server import FakeVLMServer, image_size
 from tests.security.servers import RecordingServer, Route
 from tools.base import Quantity, ToolContext, VLMEndpoint
+from tools.catalog.server import find_rustac
 from tools.ground import SPEC as GROUND
-from tools.stac_server import find_rustac
+from tools.provenance import ModelSource, Provenance
 
 ROTTERDAM = "spacenet/rotterdam_ms_1m.tif"
 POISONED_LABELS = [
@@ -93,7 +96,8 @@ def test_e02_server_reported_model_name_is_not_trusted(data_dir: Path) -> None:
     assert res.status == "ok", res.error
     ev = res.evidence[0]
     assert ev.facts["model"] == "fake-vlm" and "IGNORE" not in ev.title
-    said = ev.provenance["model"]["endpoint_says_model"]
+    assert ev.provenance.model is not None
+    said = ev.provenance.model.endpoint_says_model
     assert said is not None and "<" not in said  # kept, sanitised, as the endpoint's word
 
 
@@ -104,6 +108,7 @@ def _detections(values: dict[str, float]) -> Evidence:
         title="Ships detected by fake-vlm in scene s",
         values={k: Quantity(value=v, unit="count") for k, v in values.items()},
         facts={"query": "ships", "model": "fake-vlm"},
+        provenance=Provenance(tool="ground", model=ModelSource(name="fake-vlm")),
     )
 
 
@@ -114,6 +119,10 @@ def test_e03_template_never_prints_label_keys() -> None:
     answer = template_answer("count", [ev], [], "Count the ships")
     assert "ignore" not in answer.text and "9999" not in answer.text
     assert "3 box(es)" in answer.text and "1 labelled as ship" in answer.text
+
+
+# The guard node reads large values through the run's payload store (an in-memory one here).
+_RUNTIME = SimpleNamespace(context=SimpleNamespace(payloads=PayloadStore()))
 
 
 def _state(answer: Answer, ledger: list[Evidence]) -> dict[str, Any]:
@@ -130,7 +139,7 @@ def _state(answer: Answer, ledger: list[Evidence]) -> dict[str, Any]:
 def test_e04_failing_llm_answer_falls_back_to_the_template() -> None:
     ledger = [_detections({"count": 3, "count_ship": 2, "count_other": 1})]
     bad = Answer(text="There are 9999 ships in the port [E1].", citations=["E1"], writer="llm")
-    out = _guard_output(_state(bad, ledger))  # type: ignore[arg-type]
+    out = _guard_output(_state(bad, ledger), _RUNTIME)  # type: ignore[arg-type]
     delivered = Answer.model_validate(out["answer"])
     assert "9999" not in delivered.text and delivered.writer == "template"
     fallback = next(g for g in out["guardrails"] if g["name"] == "output.fallback")
@@ -140,7 +149,7 @@ def test_e04_failing_llm_answer_falls_back_to_the_template() -> None:
 def test_e05_failing_template_gives_an_honest_answer() -> None:
     ledger = [_detections({"count": 3})]
     bad = Answer(text="I counted 77 ships [E1] and more [E7].", citations=["E1"], writer="template")
-    out = _guard_output(_state(bad, ledger))  # type: ignore[arg-type]
+    out = _guard_output(_state(bad, ledger), _RUNTIME)  # type: ignore[arg-type]
     delivered = Answer.model_validate(out["answer"])
     assert "77" not in delivered.text and "[E7]" not in delivered.text
     assert delivered.text.startswith("I could not produce a checked answer")

@@ -18,7 +18,7 @@ import pytest
 
 from tests.security.servers import osm_xml
 from tools.base import ToolContext, ToolResult
-from tools.osm_overlay import SPEC
+from tools.osm.tool import SPEC
 
 BOUNDS = (10.0, 50.0, 10.01, 50.01)
 SECRET = "SECRET-OUTSIDE-7f3a"

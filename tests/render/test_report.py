@@ -1,4 +1,4 @@
-"""The bundle export: bundle.json, layers.geojson, map.png, report.md (agents/report.py)."""
+"""The bundle export: bundle.json, layers.geojson, map.png, report.md (render/report.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from PIL import Image
 from rasterio.warp import transform_bounds
 from shapely.geometry import box, mapping, shape
 
-import agents.report as report
-from agents.report import md_answer, md_escape, report_markdown, write_bundle
+import render.report as report
 from agents.schemas import (
     Answer,
     AnswerBundle,
@@ -26,7 +25,9 @@ from agents.schemas import (
     PlanStep,
     TraceEntry,
 )
+from render.report import md_answer, md_escape, report_markdown, write_bundle
 from tools.base import Quantity
+from tools.provenance import AssetSource, ModelSource, Provenance, SceneSource, VectorSource
 
 OSM = "© OpenStreetMap contributors, ODbL 1.0"
 SCRIPT = "<script>alert('x')</script>"
@@ -48,6 +49,13 @@ def joplin_bundle(data_dir: Path) -> AnswerBundle:
     with rasterio.open(tile) as ds:
         bounds = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
     area = box(*bounds)
+    scene = SceneSource(
+        stac_item_id="post_tile_31500-5137",
+        collection="joplin-post-event",
+        datetime="2011-05-24T00:00:00Z",
+        gsd=0.6,
+        assets={"data": AssetSource(href=str(tile), bands=["red", "green", "blue"])},
+    )
     geoms = [
         f["geometry"]
         for f in json.loads(footprints.read_text())["features"]
@@ -59,7 +67,7 @@ def joplin_bundle(data_dir: Path) -> AnswerBundle:
             kind="place",
             title="Joplin, Missouri",
             geometry=mapping(area),
-            provenance={"tool": "geocode", "source": "GeoNames", "license": "CC-BY-4.0"},
+            provenance=Provenance(tool="geocode", source="GeoNames", license="CC-BY-4.0"),
         ),
         Evidence(
             id="E2",
@@ -67,15 +75,7 @@ def joplin_bundle(data_dir: Path) -> AnswerBundle:
             title="Scene post_tile_31500-5137 (joplin-post-event, 2011-05-24, 0.6 m)",
             geometry=mapping(area),
             values={"gsd_m": Quantity(value=0.6, unit="m")},
-            provenance={
-                "tool": "stac_search",
-                "stac_item_id": "post_tile_31500-5137",
-                "collection": "joplin-post-event",
-                "datetime": "2011-05-24T00:00:00Z",
-                "gsd": 0.6,
-                "assets": {"data": {"href": str(tile), "bands": ["red", "green", "blue"]}},
-                "license": "other",
-            },
+            provenance=Provenance(tool="stac_search", scene=scene, license="other"),
         ),
         Evidence(
             id="E3",
@@ -86,11 +86,11 @@ def joplin_bundle(data_dir: Path) -> AnswerBundle:
                 "footprint_area_km2": Quantity(value=0.0123, unit="km2", uncertainty=0.001),
             },
             facts={"data_timestamp": "unknown", "feature_type": "buildings"},
-            provenance={
-                "tool": "osm_overlay",
-                "sources": [{"name": "buildings_microsoft.geojson", "timestamp": "unknown"}],
-                "attribution": "Microsoft Building Footprints (ODbL 1.0); " + OSM,
-            },
+            provenance=Provenance(
+                tool="osm_overlay",
+                sources=[VectorSource(name="buildings_microsoft.geojson", timestamp="unknown")],
+                attribution="Microsoft Building Footprints (ODbL 1.0); " + OSM,
+            ),
             caveats=["Footprints date from 2020, nine years after the tornado."],
         ),
         Evidence(
@@ -98,22 +98,16 @@ def joplin_bundle(data_dir: Path) -> AnswerBundle:
             kind="mask",
             title="Debris mask of post_tile_31500-5137",
             values={"debris_area_km2": Quantity(value=0.0345, unit="km2", uncertainty=0.004)},
-            provenance={
-                "tool": "segment",
-                "scene": {
-                    "stac_item_id": "post_tile_31500-5137",
-                    "collection": "joplin-post-event",
-                    "datetime": "2011-05-24T00:00:00Z",
-                    "gsd": 0.6,
-                    "hrefs": {"red": str(tile), "green": str(tile), "blue": str(tile)},
-                },
-                "model": {
-                    "name": "tiny-segformer",
-                    "version": "1.0",
-                    "license": "Apache-2.0",
-                    "weights_sha256": "ab" * 32,
-                },
-            },
+            provenance=Provenance(
+                tool="segment",
+                scene=scene,
+                model=ModelSource(
+                    name="tiny-segformer",
+                    version="1.0",
+                    license="Apache-2.0",
+                    weights_sha256="ab" * 32,
+                ),
+            ),
         ),
     ]
     features: list[dict[str, Any]] = [
@@ -296,7 +290,9 @@ def test_no_located_evidence_says_so(tmp_path: Path) -> None:
     bundle = AnswerBundle(
         question="What is 2 + 2 in hectares?",
         answer=Answer(text="Nothing to measure."),
-        evidence=[Evidence(id="E1", kind="figure", title="nothing", values={})],
+        evidence=[
+            Evidence(id="E1", kind="figure", title="nothing", provenance=Provenance(tool="merge"))
+        ],
     )
     md = write_bundle(bundle, tmp_path)["report"].read_text()
     assert "No map: no evidence item has a location." in md

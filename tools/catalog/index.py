@@ -1,7 +1,7 @@
 """Index folders of rasters and STAC item files into a static STAC catalog for a local API.
 
 The offline profile serves imagery through a real STAC API (``rustac serve``, see
-:mod:`tools.stac_server`). This module builds what it loads: one Collection file and one
+:mod:`tools.catalog.server`). This module builds what it loads: one Collection file and one
 ItemCollection file per collection, written under ``cache_dir / "stac"``.
 
 - Rasters become items with rio-stac (projection, raster and eo extensions). The band files
@@ -55,12 +55,13 @@ from shapely.ops import unary_union
 from tools.access import AccessPolicy, build_lock
 from tools.base import GeoScoutToolError
 from tools.geo import geodesic_area_km2, to_rfc7946
+from tools.numbers import sig
 
 log = logging.getLogger(__name__)
 
 # Bump when the written catalog changes shape; the module's own hash is in the fingerprint too.
 INDEX_FORMAT = 1
-DESCRIPTOR_PATH = Path(__file__).with_name("sample_datasets.yaml")
+DESCRIPTOR_PATH = Path(__file__).parent.parent / "sample_datasets.yaml"
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".jp2"})
 STAC_JSON_SUFFIXES = frozenset({".json"})
 MAX_STAC_JSON_BYTES = 200 * 1024 * 1024
@@ -625,7 +626,7 @@ def _assemble(
     properties = {k: v for k, v in ref.item_props.items() if k.startswith("proj:")}
     properties.update({k: v for k, v in ref.proj.items() if k == "proj:code"})
     properties.update(props)
-    properties["geoscout:imaged_area_km2"] = _round_sig(geodesic_area_km2(ref.footprint), 4)
+    properties["geoscout:imaged_area_km2"] = sig(geodesic_area_km2(ref.footprint), 4)
     return {
         "type": "Feature",
         "stac_version": "1.1.0",
@@ -640,12 +641,6 @@ def _assemble(
     }
 
 
-def _round_sig(value: float, digits: int = 3) -> float:
-    if value == 0 or not math.isfinite(value):
-        return value
-    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
-
-
 def _ground_gsd(ds: rasterio.DatasetReader) -> float:
     """Ground sample distance in metres.
 
@@ -656,7 +651,7 @@ def _ground_gsd(ds: rasterio.DatasetReader) -> float:
     is_mercator = crs.to_epsg() in (3857, 900913)
     if crs.is_projected and not is_mercator:
         factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
-        return _round_sig(float(abs(ds.res[0]) + abs(ds.res[1])) / 2 * factor, 3)
+        return sig(float(abs(ds.res[0]) + abs(ds.res[1])) / 2 * factor, 3)
     col, row = ds.width / 2, ds.height / 2
     xs, ys = zip(
         *(ds.transform @ (c, r) for c, r in ((col, row), (col + 1, row), (col, row + 1))),
@@ -665,7 +660,7 @@ def _ground_gsd(ds: rasterio.DatasetReader) -> float:
     lons, lats = rasterio.warp.transform(crs, "EPSG:4326", list(xs), list(ys))
     _, _, dx = _GEOD.inv(lons[0], lats[0], lons[1], lats[1])
     _, _, dy = _GEOD.inv(lons[0], lats[0], lons[2], lats[2])
-    return _round_sig((abs(dx) + abs(dy)) / 2, 3)
+    return sig((abs(dx) + abs(dy)) / 2, 3)
 
 
 def _valid_footprint(ds: rasterio.DatasetReader) -> BaseGeometry:
@@ -769,7 +764,7 @@ def _adopt_stac_item(
         if entry.attribution is not None:
             p["geoscout:attribution"] = entry.attribution
     if geom.geom_type in ("Polygon", "MultiPolygon"):
-        p["geoscout:imaged_area_km2"] = _round_sig(geodesic_area_km2(geom), 4)
+        p["geoscout:imaged_area_km2"] = sig(geodesic_area_km2(geom), 4)
     # Links to the origin API would be wrong in ours; the origin's self link is kept as "via".
     links = []
     for link in item.get("links") or []:

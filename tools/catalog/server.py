@@ -1,4 +1,4 @@
-"""A local STAC API: ``rustac serve`` on 127.0.0.1 over the catalog built by :mod:`tools.stac_index`.
+"""A local STAC API: ``rustac serve`` on 127.0.0.1 over the catalog built by :mod:`tools.catalog.index`.
 
 The offline profile searches imagery through the same STAC API protocol as the online one,
 so the search tool has one code path. The server is a child process: it is stopped by
@@ -26,9 +26,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+import tenacity
+
 from models.process import free_port, stop_process
 from tools.base import GeoScoutToolError
-from tools.stac_index import IndexResult, build_index
+from tools.catalog.index import IndexResult, build_index
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,14 @@ def find_rustac() -> Path | None:
         return local
     found = shutil.which("rustac")
     return Path(found) if found else None
+
+
+class _StartFailed(Exception):
+    """The server did not start; the message says why (its log, sanitised)."""
+
+
+class _PortTaken(_StartFailed):
+    """The free port found was taken before the server could bind it."""
 
 
 class LocalStacServer:
@@ -108,33 +118,40 @@ class LocalStacServer:
                     "package) or set GEOSCOUT_STAC_URL to an online STAC API",
                 )
             began = time.perf_counter()
-            # A free port can be taken between our probe and the server's bind: retry then.
-            fixed_port = self.port is not None
-            for attempt in range(3):
-                port = self.port if fixed_port else free_port(self.host)
-                assert port is not None
-                error = self._launch(port)
-                if error is None:
-                    self.port = port
-                    self.startup_seconds = time.perf_counter() - began
-                    with _OWN_LOCK:
-                        _OWN_URLS.add(self.url)
-                    atexit.register(self.stop)
-                    log.info(
-                        "local STAC API on http://%s:%d (%.2f s)",
-                        self.host,
-                        port,
-                        self.startup_seconds,
-                    )
-                    return self
-                if fixed_port or _ADDRESS_IN_USE not in error.lower() or attempt == 2:
-                    raise GeoScoutToolError(
-                        "service_unreachable",
-                        f"the local STAC API could not start: {error}",
-                        "check that the catalog files exist and that the port is free; "
-                        "or set GEOSCOUT_STAC_URL to an online STAC API",
-                    )
-            raise AssertionError("unreachable")
+            try:
+                # A free port can be taken between our probe and the server's bind: a fresh
+                # port is tried then (3 tries); a port the caller fixed is tried once.
+                port = tenacity.Retrying(
+                    stop=tenacity.stop_after_attempt(3),
+                    retry=tenacity.retry_if_exception_type(_PortTaken),
+                    reraise=True,
+                )(self._launch_once)
+            except _StartFailed as exc:
+                raise GeoScoutToolError(
+                    "service_unreachable",
+                    f"the local STAC API could not start: {exc}",
+                    "check that the catalog files exist and that the port is free; "
+                    "or set GEOSCOUT_STAC_URL to an online STAC API",
+                ) from None
+            self.port = port
+            self.startup_seconds = time.perf_counter() - began
+            with _OWN_LOCK:
+                _OWN_URLS.add(self.url)
+            atexit.register(self.stop)
+            log.info(
+                "local STAC API on http://%s:%d (%.2f s)", self.host, port, self.startup_seconds
+            )
+            return self
+
+    def _launch_once(self) -> int:
+        """One start on the fixed port or a free one: its port, or _PortTaken / _StartFailed."""
+        port = self.port if self.port is not None else free_port(self.host)
+        error = self._launch(port)
+        if error is None:
+            return port
+        if self.port is None and _ADDRESS_IN_USE in error.lower():
+            raise _PortTaken(error)
+        raise _StartFailed(error)
 
     def _launch(self, port: int) -> str | None:
         """Start the process and wait until it answers; None when ready, else the cause."""

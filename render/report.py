@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.mapping import ImagerySource, bundle_layers_geojson, render_map
 from agents.schemas import AnswerBundle, Evidence
+from render.mapping import ImagerySource, bundle_layers_geojson, render_map
 from tools.access import AccessPolicy
 from tools.base import Quantity
+from tools.provenance import SceneSource
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +291,8 @@ def _evidence_section(evidence: list[Evidence]) -> list[str]:
                     _cell(ev.title, 200),
                     "; ".join(md_escape(v, 120) for v in values) or "-",
                     _cell(_source_text(ev), 300),
-                    _cell(_model_text(ev), 200),
-                    _cell(_attribution_text(ev), 200),
+                    _cell(model_text(ev), 200),
+                    _cell(attribution_text(ev), 200),
                 ]
             )
             + " |"
@@ -304,73 +305,65 @@ def _date(value: Any) -> str:
     return str(value)[:10] if value and str(value).lower() != "unknown" else "date unknown"
 
 
-def _scene_text(scene: dict[str, Any], facts: dict[str, str]) -> str:
-    item = scene.get("stac_item_id") or scene.get("id") or facts.get("scene_id") or "scene"
-    text = str(item)
-    if scene.get("collection"):
-        text += f" ({scene['collection']})"
-    text += ", " + _date(scene.get("datetime") or facts.get("acquired") or facts.get("datetime"))
-    gsd = scene.get("gsd")
-    if isinstance(gsd, int | float) and not isinstance(gsd, bool):
-        text += f", {fmt_number(float(gsd))} m GSD"
+def _scene_text(scene: SceneSource, facts: dict[str, str]) -> str:
+    text = scene.stac_item_id
+    if scene.collection:
+        text += f" ({scene.collection})"
+    text += ", " + _date(scene.datetime or facts.get("acquired") or facts.get("datetime"))
+    if scene.gsd is not None:
+        text += f", {fmt_number(scene.gsd)} m GSD"
     return text
 
 
 def _source_text(ev: Evidence) -> str:
     prov = ev.provenance
-    if ev.kind == "scene":
-        return _scene_text(prov, ev.facts)
-    scene = prov.get("scene")
-    if isinstance(scene, dict):
-        return "scene " + _scene_text(scene, ev.facts)
+    if prov.scene is not None:
+        text = _scene_text(prov.scene, ev.facts)
+        return text if ev.kind == "scene" else "scene " + text
     if ev.kind == "features":
-        sources = prov.get("sources")
-        names: list[str] = []
-        if isinstance(sources, list):
-            for s in sources[:5]:
-                if isinstance(s, dict):
-                    ts = s.get("timestamp") or "unknown"
-                    names.append(f"{s.get('name') or s.get('path') or 'OSM'} (data as of {ts})")
-                elif isinstance(s, str):
-                    names.append(s)
-        if prov.get("server"):
-            names.append(f"{prov['server']} (retrieved {prov.get('retrieved') or 'unknown'})")
-        if names:
-            return "; ".join(names)
-        return ev.facts.get("sources") or "unknown"
-    if ev.kind == "figure" and prov.get("derived_from"):
-        return "derived from " + ", ".join(str(d) for d in prov["derived_from"])
-    src = prov.get("source") or ev.facts.get("source")
+        names = [
+            f"{s.name} (data as of {s.timestamp or 'unknown'})"
+            if s.server is None
+            else f"{s.server} (retrieved {s.retrieved or 'unknown'})"
+            for s in prov.sources[:5]
+        ]
+        return "; ".join(names) if names else ev.facts.get("sources") or "unknown"
+    if ev.kind == "figure" and prov.derived_from:
+        return "derived from " + ", ".join(prov.derived_from)
+    src = prov.source or ev.facts.get("source")
     if src:
-        lic = prov.get("license")
-        return f"{src}" + (f" ({lic})" if lic else "")
+        return f"{src}" + (f" ({prov.license})" if prov.license else "")
     return "unknown"
 
 
-def _model_text(ev: Evidence) -> str:
-    model = ev.provenance.get("model")
-    if isinstance(model, dict) and model.get("name"):
-        text = str(model["name"])
-        if model.get("version"):
-            text += f" {model['version']}"
-        if model.get("license"):
-            text += f", license {model['license']}"
-        sha = model.get("weights_sha256")
-        if isinstance(sha, str) and sha:
-            text += f", weights sha256 {sha[:12]}…"
+def model_text(ev: Evidence) -> str:
+    """The model behind an evidence item: name, version, license, weights hash; "-" if none."""
+    model = ev.provenance.model
+    if model is None:
+        return ev.facts.get("model") or "-"
+    text = model.name
+    if model.version:
+        text += f" {model.version}"
+    if model.license:
+        text += f", license {model.license}"
+    if model.weights_sha256:
+        text += f", weights sha256 {model.weights_sha256[:12]}…"
+    return text
+
+
+def attribution_text(ev: Evidence) -> str:
+    """The credit an evidence item's data asks for ("; "-separated), a scene's license, or
+    "-" when there is none."""
+    prov = ev.provenance
+    # The item's own credit, else its sources' (an OSM extract, an Overpass server).
+    text = prov.attribution or "; ".join(s.attribution for s in prov.sources if s.attribution)
+    text = text or ev.facts.get("attribution") or ""
+    if text.strip():
         return text
-    if isinstance(model, str) and model:
-        lic = ev.provenance.get("model_license") or ev.facts.get("model_license")
-        return model + (f", license {lic}" if lic else "")
-    return ev.facts.get("model") or "-"
-
-
-def _attribution_text(ev: Evidence) -> str:
-    for value in (ev.provenance.get("attribution"), ev.facts.get("attribution")):
-        if isinstance(value, str) and value.strip():
-            return value
     if ev.kind == "scene":
-        lic = ev.provenance.get("license") or ev.facts.get("license")
+        lic = prov.license or ev.facts.get("license")
+        if prov.scene is not None:
+            lic = lic or prov.scene.license
         if lic and lic != "unknown":
             return f"license {lic}"
     return "-"
@@ -379,7 +372,7 @@ def _attribution_text(ev: Evidence) -> str:
 def _all_attributions(evidence: list[Evidence]) -> list[str]:
     found: list[str] = []
     for ev in evidence:
-        text = _attribution_text(ev)
+        text = attribution_text(ev)
         if text != "-":
             found.extend(t.strip() for t in text.split(";") if t.strip())
     return list(dict.fromkeys(found))

@@ -12,7 +12,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from agents.schemas import AnswerBundle, Evidence
-from agents.webmap import (
+from render.webmap import (
     ImageryOverlay,
     build_coverage_map,
     build_webmap,
@@ -24,6 +24,7 @@ from agents.webmap import (
     remote_asset_links,
 )
 from tools.base import Quantity
+from tools.provenance import AssetSource, ModelSource, Provenance, SceneSource
 
 EVIL = '<img src=x onerror="alert(1)">'
 
@@ -57,30 +58,46 @@ def _bundle(raster: Path) -> AnswerBundle:
 
         w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
     inner = _lonlat_box(w + (e - w) * 0.3, s + (n - s) * 0.3, w + (e - w) * 0.6, s + (n - s) * 0.6)
-    scene = {
-        "stac_item_id": "tiny-scene",
-        "collection": "test",
-        "datetime": None,
-        "gsd": 10.0,
-        "assets": {"data": {"href": str(raster), "bands": ["red", "green", "blue"]}},
-    }
+    scene = SceneSource(
+        stac_item_id="tiny-scene",
+        collection="test",
+        gsd=10.0,
+        assets={"data": AssetSource(href=str(raster), bands=["red", "green", "blue"])},
+    )
     evidence = [
-        Evidence(id="E1", kind="place", title="Test place", geometry=_lonlat_box(w, s, e, n)),
-        Evidence(id="E2", kind="scene", title="Scene tiny-scene", provenance=scene),
+        Evidence(
+            id="E1",
+            kind="place",
+            title="Test place",
+            geometry=_lonlat_box(w, s, e, n),
+            provenance=Provenance(tool="geocode"),
+        ),
+        Evidence(
+            id="E2",
+            kind="scene",
+            title="Scene tiny-scene",
+            provenance=Provenance(tool="stac_search", scene=scene),
+        ),
         Evidence(
             id="E3",
             kind="mask",
             title="Water mask of tiny-scene",
             facts={"target": "water"},
             values={"water_area_km2": Quantity(value=0.04, unit="km2")},
-            provenance={"scene": scene, "model": {"name": "ndwi", "license": "none needed"}},
+            provenance=Provenance(
+                tool="segment",
+                scene=scene,
+                model=ModelSource(name="ndwi", license="none needed"),
+            ),
         ),
         Evidence(
             id="E4",
             kind="features",
             title=f"OpenStreetMap buildings {EVIL}",
             facts={"feature_type": "buildings"},
-            provenance={"attribution": "© OpenStreetMap contributors (ODbL)"},
+            provenance=Provenance(
+                tool="osm_overlay", attribution="© OpenStreetMap contributors (ODbL)"
+            ),
         ),
     ]
     layers = {
@@ -202,9 +219,8 @@ def test_refused_bundle_gives_an_empty_map() -> None:
 def test_unreadable_imagery_is_noted_not_fatal(bundle: AnswerBundle, tmp_path: Path) -> None:
     bad = tmp_path / "missing.tif"
     for ev in bundle.evidence:
-        scene = ev.provenance if ev.kind == "scene" else ev.provenance.get("scene")
-        if isinstance(scene, dict):
-            scene["assets"]["data"]["href"] = str(bad)
+        if ev.provenance.scene is not None:
+            ev.provenance.scene.assets["data"].href = str(bad)
     m, info = build_webmap(bundle)
     assert "E3" in info.layer_names  # the vector layers are still drawn
     assert m.get_root().render()
