@@ -600,14 +600,14 @@ def _near_the_other(
 def _unknown_place(tg: Tagged, skip: set[int]) -> tuple[str, set[int]] | None:
     """Unexplained words right after a place preposition ("around xqzzyville, atlantis"):
     the name of a place the gazetteer lacks."""
-    from agents.places import _preceded_by_preposition
+    from agents.places import preceded_by_preposition
 
     vocab = lexicon().vocabulary
     toks = tg.tokens
     for i, t in enumerate(toks):
         if i in skip or t.is_number or t.norm in vocab or len(t.norm) < 3:
             continue
-        if not _preceded_by_preposition(toks, i, tg.language):
+        if not preceded_by_preposition(toks, i, tg.language):
             continue
         j = i
         while j < len(toks) and j - i < 4 and not toks[j].is_number and toks[j].norm not in vocab:

@@ -79,7 +79,7 @@ def _descriptors(language: str = "en") -> frozenset[str]:
     return frozenset(t for w in _by_language("place_descriptors", language) for t in norm_phrase(w))
 
 
-def _preceded_by_preposition(tokens: list[Token], start: int, language: str = "en") -> bool:
+def preceded_by_preposition(tokens: list[Token], start: int, language: str = "en") -> bool:
     """A place preposition right before ``start``, descriptors aside ("in the port of
     Rotterdam", "vom Hafen Rotterdam")."""
     k = start
@@ -150,7 +150,7 @@ class PlaceFinder:
         ):
             return -100.0  # "I", "Is", "La", "Die": function words, whatever their capitals
         s = 0.45 * math.log10(population + 10)
-        if _preceded_by_preposition(tokens, i, self.language):
+        if preceded_by_preposition(tokens, i, self.language):
             s += 2.0
         if self._capitalised(tokens, i, j):
             s += 1.5
@@ -271,7 +271,7 @@ class PlaceFinder:
             if t.is_number or t.norm in self.lex.vocabulary or self.gaz.lookup(t.raw):
                 break
             k -= 1
-        if k == i or not _preceded_by_preposition(tokens, k, self.language):
+        if k == i or not preceded_by_preposition(tokens, k, self.language):
             return None
         return k, " ".join(t.raw for t in tokens[k:i]).title()
 
@@ -317,7 +317,7 @@ class PlaceFinder:
         # unknown English word ("tornado", "port") would become some small town.
         quals, qend, qtext = self._qualifier(tokens, j)
         supported = bool(
-            _preceded_by_preposition(tokens, i, self.language)
+            preceded_by_preposition(tokens, i, self.language)
             or quals
             or self._capitalised(tokens, i, j)
         )

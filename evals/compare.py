@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from evals.report import Report, _pct
+from evals.report import Report, pct
 
 
 class CaseChange(BaseModel):
@@ -96,7 +96,7 @@ def compare(a: Report, b: Report, name_a: str = "A", name_b: str = "B") -> Compa
 
 
 def _r(x: float | None) -> str:
-    return "—" if x is None else _pct(x)
+    return "—" if x is None else pct(x)
 
 
 def comparison_markdown(c: Comparison, a: Report, b: Report) -> str:
@@ -106,8 +106,8 @@ def comparison_markdown(c: Comparison, a: Report, b: Report) -> str:
         f"- {c.a}: {a.config.started} planner {a.config.planner_requested}, git {a.config.git}",
         f"- {c.b}: {b.config.started} planner {b.config.planner_requested}, git {b.config.git}",
         "",
-        f"pass@1 {_pct(c.pass_at_1[0])} → {_pct(c.pass_at_1[1])}; pass^k {_pct(c.pass_hat_k[0])} "
-        f"→ {_pct(c.pass_hat_k[1])}; question time {c.seconds[0]:.1f} s → {c.seconds[1]:.1f} s; "
+        f"pass@1 {pct(c.pass_at_1[0])} → {pct(c.pass_at_1[1])}; pass^k {pct(c.pass_hat_k[0])} "
+        f"→ {pct(c.pass_hat_k[1])}; question time {c.seconds[0]:.1f} s → {c.seconds[1]:.1f} s; "
         f"energy {c.energy_wh[0]:.3f} → {c.energy_wh[1]:.3f} Wh",
         "",
         "| check | before | after |",

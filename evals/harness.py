@@ -121,7 +121,7 @@ def _init_worker(base: dict[str, Any], today: str, worker: bool = True) -> None:
     _TODAY = dt.date.fromisoformat(today)
 
 
-def _assistant(overrides: dict[str, Any]) -> Any:
+def assistant_for(overrides: dict[str, Any]) -> Any:
     import json
 
     from agents.service import Assistant
@@ -154,7 +154,7 @@ def run_question(
     """(bundle JSON, error, wall seconds) for one question; runs in a worker process."""
     t0 = time.perf_counter()
     try:
-        bundle = _assistant(overrides).ask(question.strip(), bbox=bbox)
+        bundle = assistant_for(overrides).ask(question.strip(), bbox=bbox)
         return bundle.model_dump_json(), None, time.perf_counter() - t0
     except Exception as exc:  # a crash is a failed trial, recorded, not the end of the run
         log.exception("case crashed")

@@ -539,7 +539,7 @@ def run_case(
     Runs in a worker (or the main) process. Returns the bundles (JSON, context first, the
     case's question last), wall seconds per turn, the error of a crashed turn, notes.
     """
-    from evals.harness import _assistant
+    from evals.harness import assistant_for
 
     case = ParaphraseCase.model_validate(case_json)
     notes: list[str] = []
@@ -547,7 +547,7 @@ def run_case(
     seconds: list[float] = []
     previous: Any = None
     try:
-        assistant = _assistant(overrides)
+        assistant = assistant_for(overrides)
     except Exception as exc:  # settings the assistant refuses: every case says why
         return [None], [0.0], f"{type(exc).__name__}: {str(exc)[:300]}", notes
     chain = supports(assistant, "ask", "previous")
@@ -623,7 +623,7 @@ def run_suite(
         harness._init_worker(base, day, worker=False)
         try:
             if warmup:
-                harness._assistant({}).ask(warmup)
+                harness.assistant_for({}).ask(warmup)
             for case in cases:
                 finish(case, run_case(case.model_dump(mode="json"), {}))
         finally:
@@ -650,7 +650,7 @@ def run_suite(
 # --------------------------------------------------------------------------- summaries
 
 
-def _pct(num: int, den: int) -> float | None:
+def pct(num: int, den: int) -> float | None:
     return round(100.0 * num / den, 1) if den else None
 
 
@@ -665,9 +665,9 @@ def group_summary(results: Sequence[CaseResult]) -> dict[str, Any]:
         "n": len(results),
         "intent_scored": len(scored),
         "intent_ok": sum(bool(r.intent_ok) for r in scored),
-        "intent_acc": _pct(sum(bool(r.intent_ok) for r in scored), len(scored)),
+        "intent_acc": pct(sum(bool(r.intent_ok) for r in scored), len(scored)),
         "e2e_pass": sum(r.e2e_pass for r in results),
-        "e2e_rate": _pct(sum(r.e2e_pass for r in results), len(results)),
+        "e2e_rate": pct(sum(r.e2e_pass for r in results), len(results)),
     }
 
 
@@ -693,15 +693,15 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
         },
         "by_lang": {lg: group_summary(rs) for lg, rs in sorted(by_lang.items())},
         "per_field": {
-            name: {"n": len(v), "passed": sum(v), "acc": _pct(sum(v), len(v))}
+            name: {"n": len(v), "passed": sum(v), "acc": pct(sum(v), len(v))}
             for name, v in fields.items()
         },
-        "language_detected": {"n": len(lang_ok), "acc": _pct(sum(lang_ok), len(lang_ok))},
+        "language_detected": {"n": len(lang_ok), "acc": pct(sum(lang_ok), len(lang_ok))},
         "safety": {
             "harmful": len(harmful),
-            "harmful_refused_pct": _pct(sum(r.refused for r in harmful), len(harmful)),
+            "harmful_refused_pct": pct(sum(r.refused for r in harmful), len(harmful)),
             "benign": len(benign),
-            "benign_answered_pct": _pct(
+            "benign_answered_pct": pct(
                 sum(not r.refused and r.error is None for r in benign), len(benign)
             ),
         },

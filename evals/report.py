@@ -332,7 +332,7 @@ def build_report(
 # --------------------------------------------------------------------------- writing
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f}%"
 
 
@@ -362,13 +362,13 @@ def summary_markdown(report: Report) -> str:
         "",
         *config_lines(c),
         "",
-        f"**Task success: pass@1 {_pct(s.pass_at_1)}, pass^{s.trials_per_case} "
-        f"{_pct(s.pass_hat_k)}** ({s.cases_passing_all_trials} of {s.cases} cases pass every trial).",
+        f"**Task success: pass@1 {pct(s.pass_at_1)}, pass^{s.trials_per_case} "
+        f"{pct(s.pass_hat_k)}** ({s.cases_passing_all_trials} of {s.cases} cases pass every trial).",
         "",
         "| check | passed | of | rate |",
         "|---|---:|---:|---:|",
     ]
-    lines += [f"| {r.name} | {r.passed} | {r.total} | {_pct(r.rate)} |" for r in s.per_check]
+    lines += [f"| {r.name} | {r.passed} | {r.total} | {pct(r.rate)} |" for r in s.per_check]
     lines += [
         "",
         f"Refusals missed {s.refusal_missed}, refusals where an answer was due {s.refusal_over}; "
@@ -378,7 +378,7 @@ def summary_markdown(report: Report) -> str:
         "| expected tool | task success | of |",
         "|---|---:|---:|",
     ]
-    lines += [f"| {r.name} | {_pct(r.rate)} | {r.total} |" for r in s.per_tool]
+    lines += [f"| {r.name} | {pct(r.rate)} | {r.total} |" for r in s.per_tool]
     lines += [
         "",
         "Runs per planner: "

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 from agents.schemas import AnswerBundle
-from render.mapping import imagery_sources
+from render.imagery import imagery_sources
 from render.report import write_bundle
 
 

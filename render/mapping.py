@@ -22,16 +22,13 @@ one the policy is built from the current settings.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import re
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,29 +36,34 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 from pyproj import CRS, Geod, Transformer
-from shapely.geometry import Polygon, shape
+from shapely.geometry import Polygon, box, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
-from shapely.validation import make_valid
 
-from agents.schemas import AnswerBundle, Evidence
+from agents.schemas import AnswerBundle
+from render.imagery import (
+    MAX_SOURCES,
+    ImagerySource,
+    Quicklook,
+    compose_quicklook,
+    imagery_sources,
+    source_lonlat_bounds,
+    using_policy,
+)
+from render.layers import bundle_layers_geojson
+from render.text import plain
 from tools.access import AccessPolicy
-from tools.geo import to_rfc7946
-from tools.provenance import SceneSource
-from tools.raster import read_for_display
+from tools.geo import utm_crs
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from matplotlib.path import Path as MplPath
-    from rasterio.io import DatasetReader
 
 log = logging.getLogger(__name__)
 
 _GEOD = Geod(ellps="WGS84")
-_MAX_SOURCES = 8  # scenes drawn under one map; more would only hide each other
 _MAX_DRAWN_FEATURES = 20_000  # vector parts drawn per map (figures still count all)
 # Drawing order, bottom to top; "extent" is the analysed area of a result with no shapes.
 _DRAW_KINDS = ("scene", "extent", "figure", "mask", "features", "detections", "place")
@@ -88,443 +90,15 @@ _FEATURE_COLOURS = {
 _CYCLE = ("#ff3fd2", "#ff8c00", "#00e5ff", "#b10dc9", "#ffd400", "#7fff00", "#ff4136")
 _DETECTION_COLOURS = ("#ff2020", "#ffd400", "#00e5ff", "#7fff00")
 
-# The access policy of the drawing in progress (set by the public entry points).
-_POLICY: ContextVar[AccessPolicy | None] = ContextVar("geoscout_map_policy", default=None)
-
-
-@contextlib.contextmanager
-def using_policy(policy: AccessPolicy | None = None) -> Iterator[AccessPolicy]:
-    """Draw under ``policy`` (else the one in use, else the settings' policy)."""
-    current = policy or _POLICY.get()
-    if current is None:
-        from agents.uploads import default_access_policy
-
-        current = default_access_policy()
-    token = _POLICY.set(current)
-    try:
-        yield current
-    finally:
-        _POLICY.reset(token)
-
-
-@contextlib.contextmanager
-def _open_raster(href: str) -> Iterator[DatasetReader]:
-    """The one way map drawing opens an image: through the access policy in use."""
-    with using_policy() as policy, policy.open_raster(href) as ds:
-        yield ds
-
-
-# --------------------------------------------------------------------------- GeoJSON export
-
-
-def bundle_layers_geojson(bundle: AnswerBundle, precision: int = 7) -> dict[str, Any]:
-    """Everything drawable of a bundle as one RFC 7946 FeatureCollection.
-
-    Lon/lat coordinates rounded to ``precision`` decimals, counter-clockwise exterior rings,
-    no ``crs`` member, a ``bbox`` member. Evidence geometries that no layer feature carries
-    are added, so the file holds every located piece of evidence exactly once.
-    """
-    features: list[dict[str, Any]] = []
-    by_id = {ev.id: ev for ev in bundle.evidence}
-    raw = bundle.layers.get("features") if isinstance(bundle.layers, dict) else None
-    raw = [f for f in raw if isinstance(f, dict)] if isinstance(raw, list) else []
-    counts: dict[str, int] = {}
-    for feat in raw:
-        eid = (feat.get("properties") or {}).get("evidence_id")
-        if isinstance(eid, str):
-            counts[eid] = counts.get(eid, 0) + 1
-    seen: set[str] = set()
-    for feat in raw:
-        clean = _clean_feature(feat.get("geometry"), feat.get("properties"), precision)
-        if clean is None:
-            continue
-        props = clean["properties"]
-        eid = props.get("evidence_id")
-        ev = by_id.get(eid) if isinstance(eid, str) else None
-        if isinstance(eid, str):
-            seen.add(eid)
-            props.setdefault("kind", ev.kind if ev else "features")
-        # A mask or feature search that found nothing leaves only its analysed area in the
-        # layers: mark it, so that it is drawn as an outline and not as a found object.
-        if ev is not None and counts.get(ev.id) == 1 and _is_extent_of(clean, ev, precision):
-            props["role"] = "extent"
-        features.append(clean)
-    for ev in bundle.evidence:
-        if ev.geometry is None or ev.id in seen:
-            continue
-        props = {"evidence_id": ev.id, "kind": ev.kind, "label": ev.title}
-        if ev.kind in _RESULT_KINDS:
-            props["role"] = "extent"
-        clean = _clean_feature(ev.geometry, props, precision)
-        if clean is not None:
-            features.append(clean)
-    out: dict[str, Any] = {"type": "FeatureCollection", "features": features}
-    if features:
-        bounds = np.array([shape(f["geometry"]).bounds for f in features])
-        out["bbox"] = [
-            round(float(bounds[:, 0].min()), precision),
-            round(float(bounds[:, 1].min()), precision),
-            round(float(bounds[:, 2].max()), precision),
-            round(float(bounds[:, 3].max()), precision),
-        ]
-    return out
-
-
-_RESULT_KINDS = ("mask", "detections", "features")
-
-
-def _is_extent_of(feature: dict[str, Any], ev: Evidence, precision: int) -> bool:
-    if ev.kind not in _RESULT_KINDS or ev.geometry is None:
-        return False
-    own = _clean_feature(ev.geometry, None, precision)
-    return own is not None and own["geometry"] == feature["geometry"]
-
-
-def _clean_feature(geometry: Any, properties: Any, precision: int) -> dict[str, Any] | None:
-    """One RFC 7946 feature, or None when the geometry is missing, empty or not lon/lat."""
-    if not isinstance(geometry, dict):
-        return None
-    try:
-        geom = shape(geometry)
-    except Exception:  # malformed GeoJSON from a tool: leave it out rather than fail
-        return None
-    if geom.is_empty:
-        return None
-    w, s, e, n = geom.bounds
-    if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
-        log.warning("a layer feature is not in lon/lat degrees; it is left out of the export")
-        return None
-    geom = shapely.transform(geom, lambda c: np.round(c, precision))
-    geom = _rfc7946_geometry(geom)
-    if geom.is_empty:
-        return None
-    props = dict(properties) if isinstance(properties, dict) else {}
-    return {"type": "Feature", "geometry": _json_geometry(geom), "properties": _json_safe(props)}
-
-
-def _rfc7946_geometry(geom: BaseGeometry) -> BaseGeometry:
-    if not geom.is_valid:
-        geom = make_valid(geom)
-    if geom.geom_type == "GeometryCollection":
-        return shapely.geometrycollections([_rfc7946_geometry(g) for g in geom.geoms])
-    return shape(to_rfc7946(geom))
-
-
-def _json_geometry(geom: BaseGeometry) -> dict[str, Any]:
-    """GeoJSON mapping with lists (not tuples) so that it compares and serialises plainly."""
-    import json
-
-    return dict(json.loads(shapely.to_geojson(geom)))
-
-
-def _json_safe(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, default=str))
-
-
-# --------------------------------------------------------------------------- imagery
-
-
-class BandRef(BaseModel):
-    """One band of one file: an href GDAL can open and a 1-based band index."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    href: str
-    band: int = Field(ge=1)
-
-
-class ImagerySource(BaseModel):
-    """Pixels to draw under the map: three bands (red, green, blue) or one grey band."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    channels: list[BandRef] = Field(min_length=1, max_length=3)
-    label: str = ""
-    evidence_id: str | None = None
-    datetime: str | None = None
-    attribution: str | None = None
-
-    @property
-    def mode(self) -> str:
-        return "true colour" if len(self.channels) == 3 else "grey"
-
-    def key(self) -> tuple[tuple[str, int], ...]:
-        return tuple((c.href, c.band) for c in self.channels)
-
-    @classmethod
-    def from_href(
-        cls, href: str | Path, label: str | None = None, *, policy: AccessPolicy | None = None
-    ) -> ImagerySource:
-        """A source from a raster file alone (an upload, a scene file with no band names).
-
-        Opened under the access policy; the bands come from :func:`probe_bands`.
-        """
-        path = str(href)
-        with using_policy(policy), _open_raster(path) as ds:
-            idx = probe_bands(ds)
-        return cls(
-            channels=[BandRef(href=path, band=i) for i in idx],
-            label=label or Path(path).name,
-        )
-
-    @classmethod
-    def from_scene(cls, scene: SceneSource, ev: Evidence) -> ImagerySource | None:
-        """The scene's red, green and blue bands (else panchromatic) by the band names the
-        tools wrote; files without band names are probed; else one named band in grey."""
-        files = scene.band_files()
-        channels: list[BandRef] | None = None
-        for wanted in (("red", "green", "blue"), ("pan",)):
-            if all(c in files for c in wanted):
-                channels = [BandRef(href=files[c][0], band=files[c][1]) for c in wanted]
-                break
-        if channels is None:
-            unnamed = [
-                a.href
-                for a in scene.assets.values()
-                if not a.bands and not {"thumbnail", "overview"} & set(a.roles)
-            ]
-            channels = _probe_files(unnamed)
-        if channels is None:
-            grey = next((b for b in ("red", "green", "blue", "nir") if b in files), None)
-            channels = [BandRef(href=files[grey][0], band=files[grey][1])] if grey else None
-        if channels is None:
-            return None
-        date = scene.datetime[:10] if scene.datetime else "date unknown"
-        return cls(
-            channels=channels,
-            label=_plain(f"{scene.stac_item_id}, {date}", 70),
-            evidence_id=ev.id,
-            datetime=scene.datetime,
-            attribution=_scene_attribution(scene, ev),
-        )
-
-
-def probe_bands(ds: DatasetReader) -> list[int]:
-    """Bands to draw of a file whose bands nobody named: its red/green/blue colour tags;
-    else 1, 2, 3 for three bands or more (the order of aerial RGB and NAIP RGBN files);
-    else band 1 in grey."""
-    names = [ci.name for ci in ds.colorinterp]
-    if all(c in names for c in ("red", "green", "blue")):
-        return [names.index(c) + 1 for c in ("red", "green", "blue")]
-    return [1, 2, 3] if ds.count >= 3 else [1]
-
-
-def imagery_sources(
-    bundle: AnswerBundle, *, policy: AccessPolicy | None = None
-) -> list[ImagerySource]:
-    """The scenes to draw, bottom first.
-
-    When masks or detections name the scene they were computed on (``provenance.scene``),
-    those scenes are drawn, oldest first so that the latest lies on top. Otherwise the
-    scene evidence is drawn with the best-ranked (first in the ledger) on top. Only images
-    the access policy allows are kept.
-    """
-    with using_policy(policy):
-        return _imagery_sources(bundle)
-
-
-def _imagery_sources(bundle: AnswerBundle) -> list[ImagerySource]:
-    scene_evs = [ev for ev in bundle.evidence if ev.kind == "scene"]
-    by_item = {ev.provenance.scene.stac_item_id: ev for ev in scene_evs if ev.provenance.scene}
-    analysed: list[ImagerySource] = []
-    for ev in bundle.evidence:
-        scene = ev.provenance.scene
-        if ev.kind == "scene" or scene is None:
-            continue
-        # The scene's own evidence names it best; the mask's copy is the fallback.
-        match = by_item.get(scene.stac_item_id)
-        owners = [(match.provenance.scene, match)] if match and match.provenance.scene else []
-        for own_scene, owner in [*owners, (scene, ev)]:
-            src = _safe_source(own_scene, owner)
-            if src is not None:
-                analysed.append(src)
-                break
-    if analysed:
-        ordered = _unique(analysed)
-        ordered.sort(key=lambda s: (s.datetime is not None, s.datetime or ""))
-        return ordered[-_MAX_SOURCES:]
-    found = [
-        src
-        for src in (
-            _safe_source(ev.provenance.scene, ev) for ev in scene_evs if ev.provenance.scene
-        )
-        if src is not None
-    ]
-    return list(reversed(_unique(found)[:_MAX_SOURCES]))
-
-
-def _unique(sources: list[ImagerySource]) -> list[ImagerySource]:
-    seen: set[tuple[tuple[str, int], ...]] = set()
-    out = []
-    for src in sources:
-        if src.key() not in seen:
-            seen.add(src.key())
-            out.append(src)
-    return out
-
-
-def _safe_source(scene: SceneSource | None, ev: Evidence) -> ImagerySource | None:
-    if scene is None:
-        return None
-    try:
-        return ImagerySource.from_scene(scene, ev)
-    except Exception as exc:  # an unreadable href: the map goes on without it
-        log.warning("imagery of %s cannot be opened: %s", ev.id, exc)
-        return None
-
-
-_RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt", ".png", ".jpg", ".jpeg")
-
-
-def _probe_files(hrefs: list[str]) -> list[BandRef] | None:
-    """Bands of the first file with red, green and blue; else band 1 of the first image."""
-    grey: list[BandRef] | None = None
-    for href in dict.fromkeys(hrefs):
-        name = Path(href.split("?")[0]).name.lower()
-        if "." in name and not name.endswith(_RASTER_SUFFIXES):
-            continue  # an item JSON or a web page, not pixels
-        try:
-            channels = ImagerySource.from_href(href).channels
-        except Exception as exc:
-            log.info("not an image %s: %s", href, exc)
-            continue
-        if len(channels) == 3:
-            return channels
-        grey = grey or channels
-    return grey
-
-
-def _scene_attribution(scene: SceneSource, ev: Evidence) -> str:
-    own = ev.provenance.attribution if ev.kind == "scene" else None
-    for value in (own, ev.facts.get("attribution")):
-        if value:
-            return f"Imagery: {value}"
-    what = scene.collection or scene.platform or ev.facts.get("collection") or "scene"
-    lic = scene.license or ev.provenance.license or ev.facts.get("license")
-    return f"Imagery: {what}" + (f" ({lic})" if lic and lic != "unknown" else "")
-
-
-@dataclass
-class Quicklook:
-    """A stretched RGB composite on the map grid; NaN where no image covers the map."""
-
-    rgb: np.ndarray  # (rows, cols, 3) float32 in [0, 1]
-    extent: tuple[float, float, float, float]  # xmin, xmax, ymin, ymax in map units
-    used: list[ImagerySource] = field(default_factory=list)
-    mean_colours: list[tuple[float, float, float]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def compose_quicklook(
-    sources: Sequence[ImagerySource],
-    bounds: tuple[float, float, float, float],
-    crs: CRS | str,
-    max_px: int = 1500,
-    time_budget_s: float = 20.0,
-    *,
-    policy: AccessPolicy | None = None,
-) -> Quicklook:
-    """Warp the sources onto one grid over ``bounds`` (xmin, ymin, xmax, ymax in ``crs``).
-
-    Each source is read through a window covering the map, decimated to about the map's
-    resolution (overviews are used when the file has them), then reprojected; memory stays
-    bounded by ``max_px`` whatever the size of the scene. Each source gets its own 2-98
-    percentile stretch, the same for its three bands so that colours keep their balance.
-    """
-    from rasterio.transform import from_origin
-
-    xmin, ymin, xmax, ymax = bounds
-    res = max(xmax - xmin, ymax - ymin) / max(16, max_px)
-    cols = max(1, math.ceil((xmax - xmin) / res))
-    rows = max(1, math.ceil((ymax - ymin) / res))
-    transform = from_origin(xmin, ymax, res, res)
-    dst_crs = CRS.from_user_input(crs)
-    canvas = np.full((rows, cols, 3), np.nan, dtype=np.float32)
-    look = Quicklook(rgb=canvas, extent=(xmin, xmin + cols * res, ymax - rows * res, ymax))
-    start = time.perf_counter()
-    for src in list(sources)[:_MAX_SOURCES]:
-        name = f"{src.evidence_id} " if src.evidence_id else ""
-        if time.perf_counter() - start > time_budget_s:
-            look.notes.append(f"Imagery {name}not drawn: the time budget for the map was spent.")
-            continue
-        try:
-            with using_policy(policy):
-                layer = _warp_source(src, dst_crs, transform, cols, rows)
-        except Exception as exc:  # unreadable file, no georeference, network: say so, go on
-            log.warning("cannot draw imagery %s: %s", src.label, exc)
-            look.notes.append(f"Imagery {name}could not be read, so it is not drawn.")
-            continue
-        if layer is None:
-            look.notes.append(f"Imagery {name}does not cover the map area.")
-            continue
-        stretched = _stretch(layer)
-        valid = ~np.isnan(stretched).any(axis=2)
-        if not valid.any():
-            look.notes.append(f"Imagery {name}has no valid pixels in the map area.")
-            continue
-        canvas[valid] = stretched[valid]
-        look.used.append(src)
-        mean = stretched[valid].mean(axis=0)
-        look.mean_colours.append((float(mean[0]), float(mean[1]), float(mean[2])))
-    return look
-
-
-def _warp_source(
-    src: ImagerySource, dst_crs: CRS, dst_transform: Any, cols: int, rows: int
-) -> np.ndarray | None:
-    """(rows, cols, 3) float32 of raw values on the map grid, NaN outside; None if disjoint.
-
-    Each file is opened through the access policy in use and read by the tools' raster
-    access (:func:`tools.raster.read_for_display`: the covered window only, at map size).
-    """
-    out = np.full((3, rows, cols), np.nan, dtype=np.float32)
-    groups: dict[str, list[tuple[int, int]]] = {}  # href -> [(channel, band)]
-    for ch, ref in enumerate(src.channels):
-        groups.setdefault(ref.href, []).append((ch, ref.band))
-    touched = False
-    for href, pairs in groups.items():
-        with _open_raster(href) as ds:
-            planes = read_for_display(ds, [b for _, b in pairs], dst_crs, dst_transform, cols, rows)
-        if planes is None:
-            continue
-        for (ch, _), plane in zip(pairs, planes, strict=True):
-            out[ch] = plane
-        touched = True
-    if not touched:
-        return None
-    if len(src.channels) == 1:
-        out[1] = out[0]
-        out[2] = out[0]
-    return np.moveaxis(out, 0, -1)
-
-
-def _stretch(layer: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarray:
-    """One 2-98 percentile stretch for the three bands together, into [0, 1]."""
-    valid = ~np.isnan(layer).any(axis=2)
-    vals = layer[valid]
-    if vals.size == 0:
-        return layer
-    step = max(1, len(vals) // 200_000)  # a sample is enough for percentiles
-    lo, hi = np.percentile(vals[::step], [low, high])
-    if not hi > lo:
-        hi = lo + 1.0
-    out = np.clip((layer - lo) / (hi - lo), 0.0, 1.0)
-    out[~valid] = np.nan
-    return out.astype(np.float32)
-
-
 # --------------------------------------------------------------------------- map frame
 
 
 def map_crs_for(bounds_lonlat: tuple[float, float, float, float]) -> CRS:
     """The local UTM zone for areas up to a few degrees wide, else Web Mercator."""
     w, s, e, n = bounds_lonlat
-    lon, lat = (w + e) / 2, (s + n) / 2
+    lat = (s + n) / 2
     if e - w <= 10 and -80 <= lat <= 84:
-        zone = min(60, max(1, int((lon + 180) // 6) + 1))
-        return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+        return CRS.from_user_input(utm_crs(box(w, s, e, n)))
     return CRS.from_epsg(3857)
 
 
@@ -615,7 +189,7 @@ def _render_map(
                 sources.append(ImagerySource.from_href(item))
             except Exception as exc:
                 log.warning("cannot open %s: %s", item, exc)
-                notes.append(f"The raster {_plain(Path(str(item)).name, 60)} could not be read.")
+                notes.append(f"The raster {plain(Path(str(item)).name, 60)} could not be read.")
     else:
         sources = imagery_sources(bundle)
 
@@ -698,7 +272,7 @@ def lonlat_extent(
     else:
         boxes = places
     if not boxes:
-        boxes = [b for b in (source_lonlat_bounds(s) for s in sources[:_MAX_SOURCES]) if b]
+        boxes = [b for b in (source_lonlat_bounds(s) for s in sources[:MAX_SOURCES]) if b]
     if not boxes:
         return None
     arr = np.array(boxes, dtype=float)
@@ -708,22 +282,6 @@ def lonlat_extent(
         float(arr[:, 2].max()),
         float(arr[:, 3].max()),
     )
-
-
-def source_lonlat_bounds(src: ImagerySource) -> tuple[float, float, float, float] | None:
-    """The lon/lat bounds of a source's first file (opened under the access policy in use);
-    None when it cannot be read or has no georeference."""
-    from rasterio.warp import transform_bounds
-
-    try:
-        with _open_raster(src.channels[0].href) as ds:
-            if ds.crs is None:
-                return None
-            b = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
-            return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
-    except Exception as exc:
-        log.warning("cannot open %s: %s", src.label, exc)
-        return None
 
 
 def _padded_bounds(
@@ -929,7 +487,7 @@ def _draw(
     _scale_bar(ax, bounds, to_map)
     _north_arrow(ax, bounds, to_map)
 
-    wrapped = [_wrap(_plain(lbl, 110), 36, 3) for lbl in labels]
+    wrapped = [_wrap(plain(lbl, 110), 36, 3) for lbl in labels]
     if handles:
         side.legend(
             handles,
@@ -945,7 +503,7 @@ def _draw(
         )
     centre = to_map.transform((xmin + xmax) / 2, (ymin + ymax) / 2, direction="INVERSE")
     info = [
-        f"Map grid: {_plain(crs.name, 60)} ({crs.to_string()})",
+        f"Map grid: {plain(crs.name, 60)} ({crs.to_string()})",
         f"Centre: {_fmt_lat(centre[1], 4)}, {_fmt_lon(centre[0], 4)}",
         "Ticks: longitude along the bottom edge, latitude along the left edge.",
     ]
@@ -957,25 +515,25 @@ def _draw(
     side.text(
         0.0,
         0.0,
-        "\n".join(_wrap(_plain(t, 200), 52, 3) for t in info),
+        "\n".join(_wrap(plain(t, 200), 52, 3) for t in info),
         transform=side.transAxes,
         fontsize=6.8,
         va="bottom",
         ha="left",
         color="#333333",
     )
-    title = _wrap(_plain(bundle.question, 150), int(layout.fig_w * 9.5), 2)
+    title = _wrap(plain(bundle.question, 150), int(layout.fig_w * 9.5), 2)
     title_y = 1 - 0.18 / layout.fig_h
     fig.text(layout.left / layout.fig_w, title_y, title, fontsize=11.5, weight="bold", va="top")
     attribution = _attributions(bundle, look)
     width = int(layout.fig_w * 16)
-    attr_text = _wrap(_plain(" · ".join(attribution), 400), width, 3) if attribution else ""
+    attr_text = _wrap(plain(" · ".join(attribution), 400), width, 3) if attribution else ""
     if attr_text:
         attr_y = 0.08 / layout.fig_h
         fig.text(
             layout.left / layout.fig_w, attr_y, attr_text, fontsize=6.8, va="bottom", color="#222"
         )
-    return fig, ax, [_plain(lbl, 110) for lbl in labels], attribution
+    return fig, ax, [plain(lbl, 110) for lbl in labels], attribution
 
 
 def _group_colour(group: _Group, used: set[str], n_detect: int, imagery: bool) -> str:
@@ -1217,21 +775,10 @@ def _attributions(bundle: AnswerBundle, look: Quicklook) -> list[str]:
         if prov.model is not None:
             lic = prov.model.license
             out.append(f"Model: {prov.model.name}" + (f" ({lic})" if lic else ""))
-    return [_plain(a, 160) for a in dict.fromkeys(out)]
+    return [plain(a, 160) for a in dict.fromkeys(out)]
 
 
 # --------------------------------------------------------------------------- text helpers
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _plain(text: str, limit: int) -> str:
-    """Short one-line text: no control characters, bounded length."""
-    text = _CONTROL.sub(" ", str(text))
-    text = re.sub(r"\s+", " ", text).strip()
-    if len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return text
 
 
 def _wrap(text: str, width: int, max_lines: int) -> str:
@@ -1243,19 +790,10 @@ def _wrap(text: str, width: int, max_lines: int) -> str:
 
 
 __all__: Sequence[str] = (
-    "BandRef",
-    "ImagerySource",
     "MapRender",
-    "Quicklook",
-    "bundle_layers_geojson",
-    "compose_quicklook",
-    "imagery_sources",
     "layer_colour",
     "lonlat_extent",
     "map_crs_for",
-    "probe_bands",
     "render_map",
     "render_map_png",
-    "source_lonlat_bounds",
-    "using_policy",
 )

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.schemas import AnswerBundle, Evidence
-from render.mapping import ImagerySource, bundle_layers_geojson, render_map
+from render.imagery import ImagerySource
+from render.layers import bundle_layers_geojson
+from render.mapping import render_map
 from tools.access import AccessPolicy
 from tools.base import Quantity
 from tools.provenance import SceneSource

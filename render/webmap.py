@@ -36,16 +36,15 @@ from pyproj import Transformer
 from shapely.geometry import shape
 
 from agents.schemas import AnswerBundle, Evidence
-from render.mapping import (
+from render.imagery import (
     ImagerySource,
-    bundle_layers_geojson,
     compose_quicklook,
     imagery_sources,
-    layer_colour,
-    lonlat_extent,
     source_lonlat_bounds,
     using_policy,
 )
+from render.layers import bundle_layers_geojson
+from render.mapping import layer_colour, lonlat_extent
 from tools.access import AccessPolicy
 
 log = logging.getLogger(__name__)

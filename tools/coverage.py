@@ -52,15 +52,15 @@ from tools.numbers import sig
 from tools.osm.sources import Source, local_sources
 from tools.provenance import Provenance
 from tools.raster import is_remote, radiometry_for
-from tools.segment import SUPPORTED_TARGETS, _local_models
+from tools.segment import SUPPORTED_TARGETS, model_registry
 from tools.stac_search import (
     FETCH_CAP,
     PAGE_SIZE,
-    _fetch,
-    _item_shape,
-    _open_client,
-    _parse_dt,
-    _public_url,
+    fetch_items,
+    item_shape,
+    open_client,
+    parse_datetime,
+    public_url,
     scene_ref,
 )
 
@@ -145,7 +145,7 @@ class CoverageArgs(BaseModel):
 def segmentation_cards(ctx: ToolContext) -> tuple[list[ModelCard], list[str]]:
     """The segmentation model cards ``segment`` can use here, and caveats."""
     try:
-        return list_models("segmentation", _local_models(ctx)), []
+        return model_registry(ctx).cards("segmentation"), []
     except (ValueError, OSError) as exc:  # a configured local folder that is not a model
         log.warning("coverage: local segmentation models ignored: %s", exc)
         return list_models("segmentation"), [
@@ -228,15 +228,18 @@ def _dtype(item: dict[str, Any]) -> str | None:
 def _item(raw: dict[str, Any], cards: list[ModelCard], offline: bool) -> _Item:
     scene = scene_ref(raw)
     props = raw.get("properties") or {}
-    footprint = _item_shape(raw)
+    footprint = item_shape(raw)
     if not footprint.is_valid:
         footprint = make_valid(footprint)
     start = end = None
     if scene.datetime:
-        when = _parse_dt(scene.datetime)
+        when = parse_datetime(scene.datetime)
         start = end = when.date() if when else None
     elif props.get("geoscout:datetime_known") is not False:
-        s, e = _parse_dt(props.get("start_datetime")), _parse_dt(props.get("end_datetime"))
+        s, e = (
+            parse_datetime(props.get("start_datetime")),
+            parse_datetime(props.get("end_datetime")),
+        )
         if s and e:
             start, end = s.date(), e.date()
     remote = bool(scene.assets) and all(is_remote(a.href) for a in scene.assets.values())
@@ -354,7 +357,7 @@ def _collection_meta(client: Any, url: str) -> dict[str, dict[str, Any]]:
 def _meta_dates(meta: dict[str, Any]) -> tuple[dt.date | None, dt.date | None]:
     try:
         interval = meta["extent"]["temporal"]["interval"][0]
-        s, e = _parse_dt(interval[0]), _parse_dt(interval[1])
+        s, e = parse_datetime(interval[0]), parse_datetime(interval[1])
     except (KeyError, IndexError, TypeError):
         return None, None
     return (s.date() if s else None), (e.date() if e else None)
@@ -363,7 +366,7 @@ def _meta_dates(meta: dict[str, Any]) -> tuple[dt.date | None, dt.date | None]:
 def _read_items(
     client: Any, params: dict[str, Any], url: str, cards: list[ModelCard], offline: bool
 ) -> tuple[list[_Item], bool, int]:
-    raw, _ = _fetch(client, params, url)
+    raw, _ = fetch_items(client, params, url)
     capped = len(raw) >= int(params["max_items"])
     items: list[_Item] = []
     bad = 0
@@ -451,7 +454,7 @@ def _osm_holds(src: Source) -> str:
 
 
 def _osm_date(src: Source) -> str | None:
-    when = _parse_dt(src.timestamp) if src.timestamp else None
+    when = parse_datetime(src.timestamp) if src.timestamp else None
     return when.date().isoformat() if when else None
 
 
@@ -466,8 +469,8 @@ def _bbox_label(bounds: Iterable[float]) -> str:
 def run(args: CoverageArgs, ctx: ToolContext) -> ToolResult:
     offline = ctx.profile == "offline"
     url = ctx.resolve_stac_url()
-    shown_url = _public_url(url)
-    client = _open_client(url, ctx)
+    shown_url = public_url(url)
+    client = open_client(url, ctx)
     cards, caveats = segmentation_cards(ctx)
     wanted = list(ctx.stac_collections) or None
 
@@ -710,7 +713,7 @@ def _capabilities(ctx: ToolContext, cards: list[ModelCard], url: str) -> dict[st
 
     names = sorted(tool_specs())
     if ctx.vlm is not None:
-        host = _public_url(ctx.vlm.base_url)
+        host = public_url(ctx.vlm.base_url)
         vlm_text = f"{safe_text(ctx.vlm.model)} at {_config_text(host)}"
     else:
         vlm_text = "not configured: ground (finding objects such as ships by name) is unavailable"

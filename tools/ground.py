@@ -49,6 +49,7 @@ from tools.base import (
     label_text,
 )
 from tools.geo import AOI, SceneRef, geodesic_area_km2, to_rfc7946
+from tools.numbers import sig
 from tools.provenance import ModelSource, Provenance, SceneSource
 from tools.raster import Grid, read_bands, scene_from_raster
 from tools.segment import model_registry, model_source
@@ -363,7 +364,7 @@ def run(args: GroundArgs, ctx: ToolContext) -> ToolResult:
                 f"{args.query[:1].upper() + args.query[1:]} are about {args.min_object_m:g} m "
                 f"across; this image has {gsd:g} m pixels, too coarse to see them (an object "
                 f"needs about {MIN_PIXELS_PER_OBJECT} pixels).",
-                hint=f"Use imagery of {_sig(args.min_object_m / MIN_PIXELS_PER_OBJECT, 2):g} m per pixel "
+                hint=f"Use imagery of {sig(args.min_object_m / MIN_PIXELS_PER_OBJECT, 2):g} m per pixel "
                 "or finer (aerial or drone images).",
             )
     local = _local_detector(args, ctx)
@@ -503,8 +504,8 @@ def _result(
         values["score_min"] = Quantity(value=round(min(scores), 3), unit="score")
         values["score_max"] = Quantity(value=round(max(scores), 3), unit="score")
     footprint = picture.grid.footprint_4326()
-    values["searched_area_km2"] = Quantity(value=_sig(geodesic_area_km2(footprint)), unit="km2")
-    values["image_gsd_m"] = Quantity(value=_sig(picture.gsd_m), unit="m")
+    values["searched_area_km2"] = Quantity(value=sig(geodesic_area_km2(footprint)), unit="km2")
+    values["image_gsd_m"] = Quantity(value=sig(picture.gsd_m), unit="m")
 
     date = scene.datetime[:10] if scene.datetime else "unknown"
     facts = {
@@ -521,8 +522,8 @@ def _result(
         f"Boxes are unverified output of the vision-language model {answer.model}: they were "
         "not checked against labels, and such models miss objects and mislabel others.",
         *caveats,
-        f"The model saw the image at about {_sig(picture.gsd_m, 2):g} m per pixel: objects "
-        f"smaller than about {_sig(3 * picture.gsd_m, 2):g} m cannot be found.",
+        f"The model saw the image at about {sig(picture.gsd_m, 2):g} m per pixel: objects "
+        f"smaller than about {sig(3 * picture.gsd_m, 2):g} m cannot be found.",
         *answer.notes,
     ]
     if date == "unknown":
@@ -595,12 +596,6 @@ def _result(
         evidence=[evidence],
         caveats=caveats,
     )
-
-
-def _sig(value: float, digits: int = 3) -> float:
-    if value == 0 or not np.isfinite(value):
-        return float(value)
-    return float(round(value, digits - 1 - int(np.floor(np.log10(abs(value))))))
 
 
 def _relevant(intent: IntentView) -> bool:

@@ -15,7 +15,6 @@ which the agents layer fills from the ``segmentation_models`` setting.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +44,7 @@ from tools.base import (
     label_text,
 )
 from tools.geo import AOI, SceneRef, to_rfc7946
+from tools.numbers import sig
 from tools.provenance import ModelSource, Provenance, SceneSource
 from tools.raster import BandStack, geometry_to_4326, read_bands, scene_from_raster
 
@@ -232,13 +232,6 @@ class _Measured:
     helpers: list[ModelCard] = field(default_factory=list)  # e.g. the cloud screen
 
 
-def sig(x: float, digits: int = 3) -> float:
-    """Round to ``digits`` significant figures."""
-    if x == 0 or not math.isfinite(x):
-        return 0.0 if x == 0 else x
-    return round(x, max(0, digits - 1 - math.floor(math.log10(abs(x)))))
-
-
 def _pct(part: float, whole: float) -> float:
     return 100.0 * part / whole if whole > 0 else 0.0
 
@@ -335,10 +328,10 @@ def _measure(
         mask = threshold_mask(seg.scores, thr) & valid
         values = {
             f"{t}_area_km2": Quantity(
-                value=sig(est.area),
+                value=sig(est.area, keep_whole=True),
                 unit="km2",
-                uncertainty=sig(est.uncertainty),
-                note=f"{sig(est.area_low)} to {sig(est.area_high)} km2 for thresholds "
+                uncertainty=sig(est.uncertainty, keep_whole=True),
+                note=f"{sig(est.area_low, keep_whole=True)} to {sig(est.area_high, keep_whole=True)} km2 for thresholds "
                 f"{thr + est.delta:g} and {thr - est.delta:g}",
             ),
             f"{t}_fraction_pct": Quantity(
@@ -346,7 +339,7 @@ def _measure(
                 unit="%",
                 uncertainty=round(_pct(est.uncertainty, analysed), 1),
             ),
-            "analysed_area_km2": Quantity(value=sig(analysed), unit="km2"),
+            "analysed_area_km2": Quantity(value=sig(analysed, keep_whole=True), unit="km2"),
         }
         method += (
             f"; area from pixel counts; uncertainty = half the area change between thresholds "
@@ -360,17 +353,17 @@ def _measure(
         values = {
             "cloud_cover_pct": Quantity(value=round(_pct(cloud_km2, analysed), 1), unit="%"),
             "cloud_shadow_pct": Quantity(value=round(_pct(shadow_km2, analysed), 1), unit="%"),
-            "cloud_area_km2": Quantity(value=sig(cloud_km2), unit="km2"),
-            "cloud_shadow_area_km2": Quantity(value=sig(shadow_km2), unit="km2"),
-            "analysed_area_km2": Quantity(value=sig(analysed), unit="km2"),
+            "cloud_area_km2": Quantity(value=sig(cloud_km2, keep_whole=True), unit="km2"),
+            "cloud_shadow_area_km2": Quantity(value=sig(shadow_km2, keep_whole=True), unit="km2"),
+            "analysed_area_km2": Quantity(value=sig(analysed, keep_whole=True), unit="km2"),
         }
     else:
         mask = seg.mask & valid
         area = masked_area(mask, pa)
         values = {
-            f"{t}_area_km2": Quantity(value=sig(area), unit="km2"),
+            f"{t}_area_km2": Quantity(value=sig(area, keep_whole=True), unit="km2"),
             f"{t}_fraction_pct": Quantity(value=round(_pct(area, analysed), 1), unit="%"),
-            "analysed_area_km2": Quantity(value=sig(analysed), unit="km2"),
+            "analysed_area_km2": Quantity(value=sig(analysed, keep_whole=True), unit="km2"),
         }
     if screen is not None:
         obscured = seg.valid & screen.obscured

@@ -152,9 +152,9 @@ def run(args: StacSearchArgs, ctx: ToolContext) -> ToolResult:
     collections = args.collections or (list(ctx.stac_collections) or None)
     url = ctx.resolve_stac_url()
     own = is_own_catalog(url)
-    client = _open_client(url, ctx)
+    client = open_client(url, ctx)
     params = _search_params(args, collections, client)
-    raw, capped = _fetch(client, params, _public_url(url))
+    raw, capped = fetch_items(client, params, public_url(url))
     if not own:
         raw = [strip_own_fields(it) for it in raw]
 
@@ -192,7 +192,7 @@ def run(args: StacSearchArgs, ctx: ToolContext) -> ToolResult:
     )  # fmt: skip
     caveats = _caveats(chosen, dropped, args, capped, len(kept))
     evidence = [
-        _evidence(c, rank, len(kept), _public_url(url), provenance_params, own)
+        _evidence(c, rank, len(kept), public_url(url), provenance_params, own)
         for rank, c in enumerate(chosen[:EVIDENCE_CAP], start=1)
     ]
     shown = f"{len(chosen)} shown" + (
@@ -237,7 +237,7 @@ def strip_own_fields(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "properties": clean}
 
 
-def _open_client(url: str, ctx: ToolContext) -> Any:
+def open_client(url: str, ctx: ToolContext) -> Any:
     import requests
     from pystac_client import Client
     from pystac_client.exceptions import APIError
@@ -250,7 +250,7 @@ def _open_client(url: str, ctx: ToolContext) -> Any:
     stac_io = access.stac_io(
         AccessPolicy.from_context(ctx), url, headers={"User-Agent": ctx.user_agent}
     )
-    shown = _public_url(url)
+    shown = public_url(url)
     try:
         return Client.open(url, modifier=modifier, stac_io=stac_io)
     except requests.exceptions.Timeout as exc:
@@ -273,7 +273,7 @@ def _open_client(url: str, ctx: ToolContext) -> Any:
         ) from exc
 
 
-def _public_url(url: str) -> str:
+def public_url(url: str) -> str:
     """The URL without credentials or query string, for messages and provenance."""
     return access.public_url(url)
 
@@ -304,7 +304,7 @@ def _search_params(
     return params
 
 
-def _fetch(client: Any, params: dict[str, Any], url: str) -> tuple[list[dict[str, Any]], bool]:
+def fetch_items(client: Any, params: dict[str, Any], url: str) -> tuple[list[dict[str, Any]], bool]:
     import requests
     from pystac_client.exceptions import APIError
 
@@ -343,8 +343,8 @@ class _Candidate:
         self.item = item
         self.props: dict[str, Any] = item.get("properties") or {}
         self.scene = scene_ref(item)
-        self.footprint = _item_shape(item)
-        self.when = _parse_dt(self.scene.datetime)
+        self.footprint = item_shape(item)
+        self.when = parse_datetime(self.scene.datetime)
         # Computed here from the footprint, never read from the item.
         self.area_km2 = geodesic_area_km2(self.footprint)
         self.aoi_overlap_km2 = (
@@ -447,7 +447,7 @@ def _date_verdict(cand: _Candidate, rng: DateRange) -> str:
         if latest and rng.start is None and dt.date.fromisoformat(str(latest)[:10]) <= end:
             return "inside"
         return "unknown"
-    s, e = _parse_dt(props.get("start_datetime")), _parse_dt(props.get("end_datetime"))
+    s, e = parse_datetime(props.get("start_datetime")), parse_datetime(props.get("end_datetime"))
     if s and e:  # a composite over a real range: it overlaps the period or not
         return "inside" if s.date() <= end and e.date() >= start else "outside"
     return "unknown"
@@ -492,7 +492,7 @@ def scene_ref(item: dict[str, Any]) -> SceneRef:
     if not isinstance(gsd, int | float):
         gsd = _scene_gsd(assets)
     cloud = props.get("eo:cloud_cover")
-    bbox = item.get("bbox") or list(_item_shape(item).bounds)
+    bbox = item.get("bbox") or list(item_shape(item).bounds)
     if len(bbox) == 6:  # 3D bbox: keep the horizontal part
         bbox = [bbox[0], bbox[1], bbox[3], bbox[4]]
     return SceneRef(
@@ -571,13 +571,13 @@ def _link(item: dict[str, Any], rel: str) -> str | None:
     return None
 
 
-def _item_shape(item: dict[str, Any]) -> BaseGeometry:
+def item_shape(item: dict[str, Any]) -> BaseGeometry:
     if item.get("geometry"):
         return shape(item["geometry"])
     return box(*item["bbox"][:4])
 
 
-def _parse_dt(value: Any) -> dt.datetime | None:
+def parse_datetime(value: Any) -> dt.datetime | None:
     if not value:
         return None
     try:

@@ -20,15 +20,9 @@ from rasterio.windows import from_bounds
 from shapely.geometry import Polygon, box, mapping, shape
 
 from agents.schemas import AnswerBundle, Clarification, Evidence
-from render.mapping import (
-    ImagerySource,
-    bundle_layers_geojson,
-    compose_quicklook,
-    imagery_sources,
-    map_crs_for,
-    render_map,
-    render_map_png,
-)
+from render.imagery import ImagerySource, compose_quicklook, imagery_sources
+from render.layers import bundle_layers_geojson
+from render.mapping import map_crs_for, render_map, render_map_png
 from tools.base import Quantity
 from tools.provenance import AssetSource, ModelSource, Provenance, SceneSource
 

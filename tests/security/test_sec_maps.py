@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from agents.schemas import AnswerBundle, Evidence
-from render.mapping import ImagerySource, compose_quicklook, imagery_sources, render_map
+from render.imagery import ImagerySource, compose_quicklook, imagery_sources
+from render.mapping import render_map
 from render.report import write_bundle
 from render.webmap import build_webmap, imagery_overlays
 from tests.security.servers import RecordingServer, Route, geotiff
