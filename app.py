@@ -578,6 +578,11 @@ def main() -> None:
         )
         return
     turns = store.turns(conversation)
+    if store.unreadable:
+        st.info(
+            f"{len(store.unreadable)} earlier turn(s) of this conversation were saved by "
+            "another version of GeoScout and are not shown."
+        )
     # The chat box stays pinned at the bottom wherever it is called; reading it first lets
     # the welcome give way at once when a question arrives.
     typed = st.chat_input(

@@ -185,6 +185,12 @@ def ask(
     try:
         turns = store.turns(conv)
         turn = store.next_turn(conv)
+        if store.unreadable:  # saved by another version: said, then answered without them
+            err.print(
+                f"[yellow]{len(store.unreadable)} earlier turn(s) of this conversation were "
+                "saved by another version of GeoScout and are not used.[/yellow]",
+                highlight=False,
+            )
     except Exception as exc:  # unreadable history: answer without it
         log.warning("conversation %s not readable: %s", conv, exc)
         turns, turn = [], 1

@@ -90,3 +90,21 @@ def test_console_script_never_prints_a_traceback(tmp_path: Path) -> None:
     )
     assert p.returncode == EXIT_BAD_INPUT
     assert "Traceback" not in p.stderr + p.stdout and "max_pixels" in p.stderr + p.stdout
+
+
+def test_turns_saved_by_another_version_are_said_not_fatal(tmp_path: Path) -> None:
+    from agents.conversations import ConversationStore
+
+    store = ConversationStore(tmp_path / "threads.sqlite")
+    old = '{"question": "x", "evidence": [{"id": "E1", "kind": "place", "title": "t", "provenance": {"aoi_method": "old"}}]}'
+    with store._conn:
+        store._conn.execute(
+            "INSERT INTO geoscout_turns VALUES ('abcdef12', 1, 't', 'now', ?)", (old,)
+        )
+    store.close()
+    r = runner.invoke(
+        app,
+        ["ask", "Where does my neighbour live? Track him.", "-c", "abcdef12", "--json"],
+    )
+    assert r.exit_code == EXIT_REFUSED and "Traceback" not in r.output
+    assert "saved by another version of GeoScout" in r.output

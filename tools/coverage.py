@@ -53,16 +53,8 @@ from tools.osm.sources import Source, local_sources
 from tools.provenance import Provenance
 from tools.raster import is_remote, radiometry_for
 from tools.segment import SUPPORTED_TARGETS, model_registry
-from tools.stac_search import (
-    FETCH_CAP,
-    PAGE_SIZE,
-    fetch_items,
-    item_shape,
-    open_client,
-    parse_datetime,
-    public_url,
-    scene_ref,
-)
+from tools.stac.client import FETCH_CAP, PAGE_SIZE, fetch_items, open_client, public_url
+from tools.stac.items import item_shape, parse_datetime, scene_ref
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """`ground`: boxes for objects named in text ("ships", "damaged roofs") on a scene or raster.
 
-The AOI window of the image is read as true colour (tools/raster.py: windowed, pixel
+The AOI window of the image is read as true colour (tools/raster/: windowed, pixel
 budget, allowed folders), stretched to 8 bits, resized so that each side is a multiple of
 28 pixels (the patch size of Qwen2-VL-class models: their absolute pixel coordinates then
 refer to exactly the image sent) with the long side between 448 and 1008 pixels, and sent

@@ -16,7 +16,7 @@ from tools.base import ToolSpec
 # prompt lists the tools in this order).
 TOOL_MODULES: dict[str, str] = {
     "geocode": "tools.geocode.tool",
-    "stac_search": "tools.stac_search",
+    "stac_search": "tools.stac.tool",
     "segment": "tools.segment",
     "ground": "tools.ground",
     "osm_overlay": "tools.osm.tool",

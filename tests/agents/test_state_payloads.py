@@ -175,7 +175,7 @@ def test_a_refusal_loads_no_tool_module_nor_heavy_library(tmp_path: Path) -> Non
         "with Assistant(s) as a:\n"
         "    assert a.ask('Find where my neighbour John Smith lives and follow him').refused\n"
         "heavy = ('tools.osm.tool', 'tools.segment', 'tools.ground', 'tools.coverage',\n"
-        "         'tools.stac_search', 'geopandas', 'scipy', 'matplotlib', 'onnxruntime',\n"
+        "         'tools.stac.tool', 'geopandas', 'scipy', 'matplotlib', 'onnxruntime',\n"
         "         'torch', 'transformers', 'rasterio')\n"
         "print(' '.join(m for m in heavy if m in sys.modules))\n"
     )

@@ -27,7 +27,7 @@ from tools.base import ToolContext, ToolResult
 from tools.catalog.index import build_index, iter_items
 from tools.catalog.server import find_rustac, start_local_stac
 from tools.geo import bbox_area_km2
-from tools.stac_search import SPEC
+from tools.stac.tool import SPEC
 
 BOX = (-99.15, 47.01, -99.14, 47.02)
 POISON = {

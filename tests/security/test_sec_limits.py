@@ -30,7 +30,7 @@ from tools.catalog.index import build_index
 from tools.geo import AOI, bbox_area_km2
 from tools.ground import SPEC as GROUND
 from tools.segment import SPEC as SEGMENT
-from tools.stac_search import SPEC as STAC
+from tools.stac.tool import SPEC as STAC
 
 EARTH_KM2 = 510_065_621.724  # WGS84 ellipsoid
 

@@ -20,7 +20,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
 from models import csmask
-from tests.tools.test_stac_search import (  # the session server over the sample data
+from tests.tools.stac.test_stac_tool import (  # the session server over the sample data
     ACCOMAC,
     GRONINGEN,
     KAMPALA,

