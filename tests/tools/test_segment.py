@@ -171,6 +171,40 @@ def test_cloud_on_the_cloudy_landsat_scene(l8_scene: SceneRef, ctx: ToolContext)
     assert recall >= 0.8, recall
 
 
+def test_broken_cumulus_near_molino_is_overmarked_and_said(
+    l8_scene: SceneRef, ctx: ToolContext
+) -> None:
+    """The U-Net's known limit on the cloudy Landsat 8 scene (docs/evals.md, model card).
+
+    Near Molino the scene holds a field of small cumulus puffs over dark forest. By eye, and
+    by the scene's own QA band (pre-collection layout: high-confidence cloud, bits 14-15, or
+    cirrus, bits 12-13), about 22% of the area is cloud; the net marks the whole field,
+    gaps included: 90% on this crop (78% when run on the full scene). The inputs are right
+    (bands B2-B7 as blue..swir22, DN * 2e-5 - 0.1 as the MTL gives for every OLI band, L1C
+    model); the sun-elevation term that the data cannot supply only scales all bands by
+    1/sin(elevation), and the net says 60-65% over the scene for any factor from 0.5 to
+    0.8. The test pins the behaviour that the card and the caveat describe: if a future net
+    comes within reach of the QA figure (< 70%), the card and caveat must be revisited.
+    """
+    aoi = AOI.around(-87.314, 30.724, 2.9)  # the GeoNames point of Molino, ~its AOI radius
+    args = {"scene": l8_scene.model_dump(), "target": "cloud", "aoi": aoi.model_dump()}
+    ev = _ok(SPEC.invoke(args, ctx)).evidence[0]
+    cover = ev.values["cloud_cover_pct"].value
+    hrefs = ev.provenance.details["hrefs"]
+    for name, band in zip(
+        ("blue", "green", "red", "nir", "swir16", "swir22"), range(2, 8), strict=True
+    ):
+        assert str(hrefs[name]).endswith(f"l8_B{band}.tif"), hrefs
+    qa_path = Path(l8_scene.assets["l8_B2"].href).with_name("l8_BQA.tif")
+    with rasterio.open(qa_path) as qa:
+        bounds = transform_bounds("EPSG:4326", qa.crs, *aoi.bbox)
+        q = qa.read(1, window=from_bounds(*bounds, transform=qa.transform)).astype(np.uint32)
+    qa_pct = 100 * float(((((q >> 14) & 3) == 3) | (((q >> 12) & 3) == 3)).mean())
+    assert 15 <= qa_pct <= 30, qa_pct  # 22.5% over the eval's GeoNames AOI
+    assert cover >= 70, cover  # the limit stated in the card; see the docstring
+    assert any("upper bound" in c and "broken" in c for c in ev.caveats), ev.caveats
+
+
 def test_water_on_a_cloudy_scene_leaves_clouds_out(l8_scene: SceneRef, ctx: ToolContext) -> None:
     aoi = AOI.around(-87.42, 30.72, 3)  # inside the band of cumulus across the scene
     args = {"scene": l8_scene.model_dump(), "target": "water", "aoi": aoi.model_dump()}
