@@ -95,6 +95,7 @@ PlannerOpt = Annotated[
     str | None, typer.Option(help="auto (default: the LLM when available), llm or rules.")
 ]
 WriterOpt = Annotated[str | None, typer.Option(help="auto (default), llm or template.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")]
 ParserOpt = Annotated[
     str | None, typer.Option(help="How to read the question: auto (rules + LLM), llm or rules.")
 ]
@@ -129,9 +130,7 @@ def ask(
             help="Continue a conversation (its id is printed after each answer); 'new' starts one.",
         ),
     ] = None,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
-    ] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Answer a question and cite the evidence."""
     settings = _settings(profile, data_dir, planner=planner, writer=writer, parser=parser)
@@ -369,9 +368,7 @@ def serve_mcp(
     planner: PlannerOpt = None,
     writer: WriterOpt = None,
     parser: ParserOpt = None,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
-    ] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Serve the tools and `ask` to other agents over MCP (stdio) until the client closes."""
     settings = _settings(profile, data_dir, planner=planner, writer=writer, parser=parser)

@@ -123,12 +123,7 @@ class ImagerySource(BaseModel):
                 channels = [BandRef(href=files[c][0], band=files[c][1]) for c in wanted]
                 break
         if channels is None:
-            unnamed = [
-                a.href
-                for a in scene.assets.values()
-                if not a.bands and not {"thumbnail", "overview"} & set(a.roles)
-            ]
-            channels = _probe_files(unnamed)
+            channels = _probe_files(scene.unnamed_files())
         if channels is None:
             grey = next((b for b in ("red", "green", "blue", "nir") if b in files), None)
             channels = [BandRef(href=files[grey][0], band=files[grey][1])] if grey else None

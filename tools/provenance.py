@@ -48,6 +48,11 @@ class AssetSource(BaseModel):
     gsd: float | None = None
     roles: list[str] = Field(default_factory=list)
 
+    @property
+    def preview(self) -> bool:
+        """A thumbnail or overview: too coarse to read, and often not georeferenced."""
+        return bool({"thumbnail", "overview"} & set(self.roles))
+
 
 class SceneSource(BaseModel):
     """The image an evidence item is, or was computed on."""
@@ -89,19 +94,20 @@ class SceneSource(BaseModel):
         """Common band name -> (file, 1-based band index, GSD), finest file first."""
         out: dict[str, tuple[str, int, float]] = {}
         for asset in self.assets.values():
-            if any(r in ("thumbnail", "overview") for r in asset.roles):
-                continue  # previews are too coarse and often not georeferenced
+            if asset.preview:
+                continue
             gsd = asset.gsd or self.gsd or 1e9
             for i, name in enumerate(asset.bands, 1):
                 if name not in out or gsd < out[name][2]:
                     out[name] = (asset.href, i, gsd)
         return out
 
-    def files(self) -> list[str]:
-        """Every file of the scene, data files first (previews last)."""
-        data = [a.href for a in self.assets.values() if "thumbnail" not in a.roles]
-        rest = [a.href for a in self.assets.values() if "thumbnail" in a.roles]
-        return list(dict.fromkeys([*data, *rest]))
+    def unnamed_files(self) -> list[str]:
+        """Data files that name no band (an upload, a catalogue that lists none): the ones a
+        reader must probe. Previews are left out."""
+        return list(
+            dict.fromkeys(a.href for a in self.assets.values() if not a.bands and not a.preview)
+        )
 
 
 class ModelSource(BaseModel):

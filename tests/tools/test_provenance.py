@@ -7,7 +7,13 @@ from pydantic import ValidationError
 
 from agents.schemas import Evidence
 from tools.geo import SceneAsset, SceneRef
-from tools.provenance import CONTRACT_SCENE_KEYS, ModelSource, Provenance, SceneSource
+from tools.provenance import (
+    CONTRACT_SCENE_KEYS,
+    AssetSource,
+    ModelSource,
+    Provenance,
+    SceneSource,
+)
 
 
 def _scene() -> SceneRef:
@@ -38,7 +44,11 @@ def test_scene_source_keeps_every_file_with_its_band_names() -> None:
     assert bands["blue"] == ("/data/tci.tif", 3, 10.0)
     assert bands["green"][2] == 10.0
     assert "/data/ql.png" not in {href for href, _, _ in bands.values()}  # previews skipped
-    assert src.files()[-1] == "/data/ql.png"
+    assert src.unnamed_files() == []  # every data file names its bands; previews never count
+    upload = src.model_copy(
+        update={"assets": {**src.assets, "raw": AssetSource(href="/data/raw.tif")}}
+    )
+    assert upload.unnamed_files() == ["/data/raw.tif"]
 
 
 def test_contract_keys_are_written_from_the_scene_and_read_back_once() -> None:
