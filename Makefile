@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[dev,llm]"
+	$(BIN)/pip install --quiet -e ".[dev,llm,train]"
 	touch $(STAMP)
 
 demo: setup
