@@ -133,6 +133,11 @@ class Assistant:
         ``previous``: the conversation's previous answer; a follow-up ("and in 2020?") takes
         the place, target and dates it leaves out from that answer's intent."""
         thread_id = thread_id or uuid.uuid4().hex
+        # A relative path means the caller's working directory; tools resolve relative names
+        # against the data and upload folders instead, so it is made absolute here.
+        if raster is not None and not Path(raster).is_absolute():
+            raster = str(Path(raster).resolve())
+        upload_dirs = [Path(d).resolve() for d in upload_dirs or []] or None
         config: dict[str, Any] = {
             "configurable": {"thread_id": thread_id},
             "max_concurrency": self.settings.parallel_steps,

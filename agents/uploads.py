@@ -25,7 +25,9 @@ _SUFFIXES = (".tif", ".tiff")
 
 def default_upload_dir(settings: Any) -> Path:
     """Where the app stores uploads (beside the cache: ``.geoscout/uploads``)."""
-    return Path(settings.cache_dir).parent / "uploads"
+    # Absolute: a relative path would later be read against the data folders (the upload
+    # then "does not exist" while the app shows it).
+    return (Path(settings.cache_dir).parent / "uploads").resolve()
 
 
 def access_policy(settings: Any, upload_dirs: Iterable[str | Path] = ()) -> AccessPolicy:
@@ -111,7 +113,7 @@ def save_upload(
     upload_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()[:16]
     # The stored name is ours (hash): nothing of the sent name reaches a path.
-    path = upload_dir / f"upload-{digest}.tif"
+    path = upload_dir.resolve() / f"upload-{digest}.tif"
     if not path.exists():
         tmp = path.with_suffix(".part")
         tmp.write_bytes(data)

@@ -86,3 +86,36 @@ def test_damaged_tiff_is_refused(tmp_path: Path) -> None:
     data = _tiff_bytes(tmp_path)[:600]
     with pytest.raises(UploadError, match="could not be read"):
         save_upload("cut.tif", data, tmp_path / "up")
+
+
+def test_an_upload_saved_under_a_relative_folder_is_analysed(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app stores uploads under ``.geoscout/uploads`` (relative to where it runs): the
+    question about the image must read that file, not look for its name in the data
+    folders (it once failed with "the file 'upload-....tif' does not exist")."""
+    from agents.service import Assistant
+    from agents.settings import Settings
+
+    monkeypatch.chdir(tmp_path)
+    naip = next((data_dir / "naip_nd").glob("*2020*.tif"))
+    info = save_upload("field.tif", naip.read_bytes(), Path(".geoscout/uploads"))
+    assert Path(info.path).is_absolute() and Path(info.path).is_file()
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        data_dir=[data_dir],
+        cache_dir=tmp_path / "cache",
+        state_db=tmp_path / "threads.sqlite",
+        planner="rules",
+        writer="template",
+    )
+    relative = str(Path(info.path).relative_to(tmp_path))  # what an older app passed
+    with Assistant(settings) as a:
+        b = a.ask(
+            "How much of this image is covered by water?",
+            raster=relative,
+            upload_dirs=[Path(relative).parent],
+        )
+    seg = next(t for t in b.trace if t.tool == "segment")
+    assert seg.status == "ok", seg.error
+    assert any(e.kind == "mask" and "water_area_km2" in e.values for e in b.evidence)
