@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import tempfile
 import textwrap
 import time
@@ -114,6 +115,8 @@ class _Group:
     polygons: list[Polygon] = field(default_factory=list)
     lines: list[np.ndarray] = field(default_factory=list)
     points: list[tuple[float, float]] = field(default_factory=list)
+    klass: str = ""  # the class of a layer coloured by class (its own colour, in ``fill``)
+    fill: str | None = None
 
 
 @dataclass
@@ -317,7 +320,8 @@ def _groups(
         eid = str(props.get("evidence_id") or "")
         kind = "extent" if props.get("role") == "extent" else str(props.get("kind") or "features")
         ev = evidence.get(eid)
-        key = f"{eid}|{kind}"
+        klass = class_of(props)
+        key = f"{eid}|{kind}|{klass}"
         if key not in groups:
             label = str(props.get("label") or (ev.title if ev else "") or kind)
             target = str(props.get("target") or (ev.facts.get("target") if ev else "") or "")
@@ -325,6 +329,8 @@ def _groups(
                 props.get("feature_type") or (ev.facts.get("feature_type") if ev else "") or ""
             )
             groups[key] = _Group(eid, kind, label, target.lower(), ftype.lower())
+            if klass:
+                groups[key].klass, groups[key].fill = klass, str(props["fill"])
         if drawn >= _MAX_DRAWN_FEATURES:
             capped = True
             continue
@@ -471,13 +477,15 @@ def _draw(
     used_colours: set[str] = set()
     n_detect = 0
     for group in groups:
-        colour = _group_colour(group, used_colours, n_detect, has_imagery)
+        colour = group.fill or _group_colour(group, used_colours, n_detect, has_imagery)
         if group.kind == "detections":
             n_detect += 1
         handle = _draw_group(ax, group, colour, has_imagery)
         if handle is not None:
             handles.append(handle)
             suffix = {"scene": " (footprint)", "extent": " (area analysed)"}.get(group.kind, "")
+            if group.klass:
+                suffix = f": {group.klass.replace('_', ' ')}"
             labels.append(f"{group.eid} {group.label}{suffix}".strip())
 
     ax.set_xlim(xmin, xmax)
@@ -534,6 +542,19 @@ def _draw(
             layout.left / layout.fig_w, attr_y, attr_text, fontsize=6.8, va="bottom", color="#222"
         )
     return fig, ax, [plain(lbl, 110) for lbl in labels], attribution
+
+
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def class_of(props: dict[str, Any]) -> str:
+    """The class a feature is coloured by when its layer colours by class (a simplestyle
+    ``fill`` colour beside a ``class``, e.g. damage per building), "" otherwise. The PNG map
+    and the web map both draw one legend line per class then."""
+    fill, klass = props.get("fill"), props.get("class")
+    if isinstance(fill, str) and _HEX.fullmatch(fill) and isinstance(klass, str):
+        return klass
+    return ""
 
 
 def _group_colour(group: _Group, used: set[str], n_detect: int, imagery: bool) -> str:

@@ -44,7 +44,7 @@ from render.imagery import (
     using_policy,
 )
 from render.layers import bundle_layers_geojson
-from render.mapping import layer_colour, lonlat_extent
+from render.mapping import class_of, layer_colour, lonlat_extent
 from tools.access import AccessPolicy
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def build_webmap(
     used: set[str] = set()
     n_detect = 0
     drawn = 0
-    for (eid, kind), feats in groups:
+    for (eid, kind, klass), feats in groups:
         if drawn >= _MAX_FEATURES:
             info.notes.append(f"Only the first {_MAX_FEATURES:,} shapes are drawn on the map.")
             break
@@ -307,6 +307,9 @@ def build_webmap(
         colour = layer_colour(kind, target.lower(), ftype.lower(), used, n_detect, has_imagery)
         n_detect += kind == "detections"
         suffix = {"scene": " (footprint)", "extent": " (area analysed)"}.get(kind, "")
+        if klass:  # a layer coloured by class (simplestyle "fill"): one legend line per class
+            colour = str(props["fill"])
+            suffix = f": {_plain(klass.replace('_', ' '), 40)}"
         name = f"{eid} · {label}{suffix}" if eid else f"{label}{suffix}"
         style = _style(kind, colour)
         key = _legend_style(kind, feats)
@@ -364,14 +367,15 @@ def _draw_control() -> folium.plugins.Draw:
 
 def _group_features(
     bundle: AnswerBundle, fc: dict[str, Any]
-) -> list[tuple[tuple[str, str], list[dict[str, Any]]]]:
-    """Features per (evidence id, drawn kind), in drawing order, bottom first."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+) -> list[tuple[tuple[str, str, str], list[dict[str, Any]]]]:
+    """Features per (evidence id, drawn kind, class coloured by), in drawing order, bottom
+    first."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for feat in fc.get("features", []):
         props = feat.get("properties") or {}
         eid = str(props.get("evidence_id") or "")
         kind = "extent" if props.get("role") == "extent" else str(props.get("kind") or "features")
-        groups.setdefault((eid, kind), []).append(feat)
+        groups.setdefault((eid, kind, class_of(props)), []).append(feat)
     order = {k: i for i, k in enumerate(_DRAW_ORDER)}
     return sorted(groups.items(), key=lambda kv: order.get(kv[0][1], 1))
 

@@ -281,3 +281,31 @@ def test_map_layers_are_simplified_below_a_screen_pixel(bundle: AnswerBundle) ->
     assert len(simple.exterior.coords) < 300
     assert abs(simple.area - ring.area) / ring.area < 0.01
     assert fc["features"][1]["geometry"]["type"] == "Point"  # points untouched
+
+
+def test_a_layer_coloured_by_class_gets_one_legend_line_per_class(
+    bundle: AnswerBundle, tmp_path: Path
+) -> None:
+    """Per-building damage classes carry a simplestyle ``fill``: the web map and the PNG map
+    draw each class in its colour with its own legend line; a hostile colour is ignored."""
+    from render.mapping import render_map
+
+    feats = bundle.layers["features"]
+    box = feats[0]["geometry"]
+    for klass, fill in (("destroyed", "#d62728"), ("no_damage", "#2ca02c"), ("odd", "red;x")):
+        feats.append(
+            {
+                "type": "Feature",
+                "geometry": box,
+                "properties": {"evidence_id": "E4", "kind": "features", "class": klass,
+                               "fill": fill},
+            }
+        )  # fmt: skip
+    _, info = build_webmap(bundle)
+    by_label = {e.label: e.colour for e in info.legend}
+    destroyed = next(k for k in by_label if k.endswith(": destroyed"))
+    assert by_label[destroyed] == "#d62728"
+    assert by_label[next(k for k in by_label if k.endswith(": no damage"))] == "#2ca02c"
+    assert not any("odd" in k for k in by_label)  # not a colour: drawn with the layer's own
+    png = render_map(bundle, tmp_path / "map.png")
+    assert any(line.endswith(": destroyed") for line in png.legend)
